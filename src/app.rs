@@ -1,0 +1,142 @@
+//! The application: configuration, storage, state and metrics, shared by every
+//! connection. Cloning an `App` is cheap.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::config::{AppConfig, WebhookAuth};
+use crate::metrics::Metrics;
+use crate::state::State;
+use crate::store::{Database, Store, StoreError};
+
+/// Why the application could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The database could not be opened or restored.
+    Storage(StoreError),
+    /// The metrics registry could not be set up.
+    Metrics(prometheus::Error),
+    /// A thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Storage(e) => e.fmt(f),
+            StartError::Metrics(e) => write!(f, "cannot set up metrics: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start the storage writer: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The validated configuration.
+    config: AppConfig,
+    /// Checks webhook tokens.
+    auth: Authenticator,
+    /// A token generated at this start, to be shown once as a ready-to-paste URL.
+    generated_token: Option<String>,
+    /// Durable storage (the writer thread).
+    store: Store,
+    /// Current certificate state (restored at start, updated after each commit).
+    state: Arc<State>,
+    /// Self-metrics and the scrape encoder.
+    metrics: Metrics,
+}
+
+impl App {
+    /// Opens storage, restores state and counters, and starts the storage writer.
+    pub async fn open(config: AppConfig) -> Result<App, StartError> {
+        let storage_path = config.storage_path.clone();
+        let auth = config.auth.clone();
+        let restored = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let db = Database::open(&storage_path)?;
+            let certificates = db.certificates()?;
+            let last_received = db.last_received_at()?;
+            // The token in force, and whether it was generated just now.
+            let token = match auth {
+                WebhookAuth::Token(token) => Some((token, false)),
+                WebhookAuth::Stored => Some(db.webhook_token()?),
+                WebhookAuth::Disabled => None,
+            };
+            Ok((db, certificates, last_received, token))
+        })
+        .await
+        .map_err(|e| StartError::Thread(std::io::Error::other(e)))?;
+        let (db, certificates, last_received, token) = restored.map_err(StartError::Storage)?;
+        tracing::info!(
+            database = %db.path().display(),
+            certificates = certificates.len(),
+            "storage opened"
+        );
+        if token.is_none() {
+            tracing::warn!("webhook authentication is disabled (--webhook.insecure-no-auth)");
+        }
+        let auth = Authenticator::new(token.as_ref().map(|(token, _)| token.as_str()));
+        let generated_token = token.and_then(|(token, generated)| generated.then_some(token));
+
+        let metrics = Metrics::new().map_err(StartError::Metrics)?;
+        if let Some(at) = last_received {
+            metrics.set_last_webhook(at);
+        }
+        let state = Arc::new(State::new(certificates));
+        let store = Store::start(db, Arc::clone(&state), metrics.storage.clone())
+            .map_err(StartError::Thread)?;
+        Ok(App {
+            inner: Arc::new(Inner {
+                config,
+                auth,
+                generated_token,
+                store,
+                state,
+                metrics,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AppConfig {
+        &self.inner.config
+    }
+
+    /// The webhook token checker.
+    pub(crate) fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// The token generated at this start, if any (shown once, at start-up).
+    pub(crate) fn generated_token(&self) -> Option<&str> {
+        self.inner.generated_token.as_deref()
+    }
+
+    /// Durable storage.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Current certificate state.
+    pub(crate) fn state(&self) -> &State {
+        &self.inner.state
+    }
+
+    /// Self-metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Commits everything queued and stops the storage writer. Webhooks arriving after
+    /// this are answered 503.
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+}

@@ -1,0 +1,265 @@
+//! HTTP routing and handlers.
+//!
+//! Endpoints:
+//! - `POST /webhook`, `POST /webhook/<token>`: Cloud66 deliveries (JSON answers).
+//! - `GET /metrics` (or `--web.telemetry-path`): Prometheus text exposition.
+//! - `GET /healthz`: the process is alive.
+//! - `GET /readyz`: the database is open and accepts a committed write.
+//! - `GET /`: a small page saying what this is and how to configure Cloud66.
+//!
+//! Every failure is an [`HttpError`], turned into a status and a JSON body in one place
+//! ([`HttpError::into_response`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::redact;
+use crate::event::{Delivery, EventKind};
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, OTHER_EVENT_TYPE, WebhookResult};
+use crate::store::Recorded;
+use crate::{page, webhook};
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Every way a request can fail, each with its status.
+#[derive(Debug)]
+pub enum HttpError {
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint exists but not for this method; holds the `Allow` value.
+    MethodNotAllowed(&'static str),
+    /// 401: missing or wrong webhook token.
+    Unauthorized,
+    /// 413: the body is larger than the limit (bytes).
+    PayloadTooLarge(usize),
+    /// 400: the body could not be read or is not an acceptable event.
+    BadRequest(String),
+    /// 503: the event could not be made durable, or storage is not ready.
+    Unavailable(String),
+}
+
+impl HttpError {
+    /// The one place errors become statuses and JSON bodies.
+    pub fn into_response(self) -> HttpResponse {
+        let (status, message) = match &self {
+            HttpError::NotFound => (StatusCode::NOT_FOUND, "not found".to_owned()),
+            HttpError::MethodNotAllowed(allow) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method not allowed; allowed: {allow}"),
+            ),
+            HttpError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid webhook token".to_owned(),
+            ),
+            HttpError::PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds {limit} bytes"),
+            ),
+            HttpError::BadRequest(reason) => (StatusCode::BAD_REQUEST, reason.clone()),
+            HttpError::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason.clone()),
+        };
+        let mut response = json_response(status, &json!({ "error": message }));
+        let headers = response.headers_mut();
+        match self {
+            HttpError::MethodNotAllowed(allow) => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            HttpError::Unauthorized => {
+                headers.append(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"cloud66-ssl-exporter\""),
+                );
+                headers.append(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"cloud66-ssl-exporter\", charset=\"UTF-8\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+
+    /// The `result` label a webhook call failing this way is counted under.
+    fn webhook_result(&self) -> WebhookResult {
+        match self {
+            HttpError::Unauthorized => WebhookResult::Unauthorized,
+            HttpError::PayloadTooLarge(_) => WebhookResult::TooLarge,
+            HttpError::Unavailable(_) => WebhookResult::Unavailable,
+            HttpError::NotFound | HttpError::MethodNotAllowed(_) | HttpError::BadRequest(_) => {
+                WebhookResult::Invalid
+            }
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    response(status, "application/json", body.to_string().into_bytes())
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    app: App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    let method = request.method().clone();
+    let logged_path = redact(request.uri().path(), request.uri().query());
+    let response = route(&app, request).await.unwrap_or_else(HttpError::into_response);
+    tracing::debug!(%peer, %method, path = %logged_path, status = response.status().as_u16(), "request");
+    Ok(response)
+}
+
+/// Routing: one match on method and path.
+async fn route(app: &App, request: Request<Incoming>) -> Result<HttpResponse, HttpError> {
+    let path = request.uri().path().to_owned();
+    let get = matches!(*request.method(), Method::GET | Method::HEAD);
+    let post = *request.method() == Method::POST;
+    match path.as_str() {
+        "/webhook" if post => Ok(webhook(app, request, None).await),
+        p if post && p.starts_with("/webhook/") => {
+            let token = p["/webhook/".len()..].to_owned();
+            Ok(webhook(app, request, Some(&token)).await)
+        }
+        p if p == "/webhook" || p.starts_with("/webhook/") => Err(HttpError::MethodNotAllowed("POST")),
+        p if p == app.config().telemetry_path && get => Ok(metrics(app)),
+        "/healthz" if get => Ok(response(StatusCode::OK, "text/plain; charset=utf-8", b"ok\n".to_vec())),
+        "/readyz" if get => readyz(app).await,
+        "/" if get => Ok(response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page::index(app.config(), app.auth().is_enabled()).into_bytes(),
+        )),
+        p if p == app.config().telemetry_path || matches!(p, "/healthz" | "/readyz" | "/") => {
+            Err(HttpError::MethodNotAllowed("GET, HEAD"))
+        }
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+fn metrics(app: &App) -> HttpResponse {
+    let certs = app.state().snapshot();
+    let body = app.metrics().render(&certs, now());
+    response(StatusCode::OK, METRICS_CONTENT_TYPE, body)
+}
+
+async fn readyz(app: &App) -> Result<HttpResponse, HttpError> {
+    app.store()
+        .probe()
+        .await
+        .map_err(|e| HttpError::Unavailable(format!("storage is not writable: {e}")))?;
+    Ok(response(StatusCode::OK, "text/plain; charset=utf-8", b"ready\n".to_vec()))
+}
+
+/// Handles a webhook call and counts it under its event type and result.
+async fn webhook(app: &App, request: Request<Incoming>, path_token: Option<&str>) -> HttpResponse {
+    let mut event_type = OTHER_EVENT_TYPE;
+    let outcome = receive(app, request, path_token, &mut event_type).await;
+    let result = match &outcome {
+        Ok(result) => *result,
+        Err(error) => error.webhook_result(),
+    };
+    app.metrics().count_webhook(event_type, result);
+    if matches!(result, WebhookResult::Accepted | WebhookResult::Duplicate | WebhookResult::Ignored) {
+        app.metrics().set_last_webhook(now());
+    }
+    match outcome {
+        Ok(result) => json_response(StatusCode::OK, &json!({ "status": result.as_str() })),
+        Err(error) => {
+            match &error {
+                HttpError::Unavailable(reason) => tracing::error!(%reason, event_type, "webhook not stored"),
+                other => tracing::warn!(error = ?other, event_type, "webhook rejected"),
+            }
+            error.into_response()
+        }
+    }
+}
+
+/// Authenticates, reads, validates and stores one delivery. Sets `event_type` to the
+/// label value as soon as it is known.
+async fn receive(
+    app: &App,
+    request: Request<Incoming>,
+    path_token: Option<&str>,
+    event_type: &mut &'static str,
+) -> Result<WebhookResult, HttpError> {
+    if !app.auth().allows(path_token, request.uri().query(), request.headers()) {
+        return Err(HttpError::Unauthorized);
+    }
+    let received_at = now();
+    let body = read_body(request, app.config().max_body_bytes).await?;
+    let delivery = webhook::parse(&body).map_err(|error| {
+        *event_type = known_event_type(&body);
+        HttpError::BadRequest(error.to_string())
+    })?;
+    match delivery {
+        Delivery::Other { .. } => Ok(WebhookResult::Ignored),
+        Delivery::Ssl { event, digest } => {
+            *event_type = event.kind.event_type();
+            let recorded = app
+                .store()
+                .record(event, digest, body, received_at)
+                .await
+                .map_err(|e| HttpError::Unavailable(format!("event not stored: {e}")))?;
+            Ok(match recorded {
+                Recorded::Accepted => WebhookResult::Accepted,
+                Recorded::Duplicate => WebhookResult::Duplicate,
+            })
+        }
+    }
+}
+
+/// Reads the whole body, refusing (413) anything over `limit` bytes, announced or not.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(HttpError::PayloadTooLarge(limit));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(HttpError::PayloadTooLarge(limit))
+        }
+        Err(error) => Err(HttpError::BadRequest(format!("cannot read body: {error}"))),
+    }
+}
+
+/// The SSL event type named by an invalid body, for counting; `other` if none.
+fn known_event_type(body: &[u8]) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct EventTypeOnly {
+        event_type: Option<String>,
+    }
+    serde_json::from_slice::<EventTypeOnly>(body)
+        .ok()
+        .and_then(|b| b.event_type)
+        .and_then(|t| EventKind::from_event_type(&t))
+        .map_or(OTHER_EVENT_TYPE, EventKind::event_type)
+}
+
+/// The current Unix time in seconds.
+fn now() -> f64 {
+    let now = chrono::Utc::now();
+    now.timestamp() as f64 + f64::from(now.timestamp_subsec_nanos()) / 1e9
+}

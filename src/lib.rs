@@ -1,0 +1,43 @@
+//! cloud66-ssl-exporter: turns Cloud66 SSL certificate webhooks into durable Prometheus
+//! metrics.
+//!
+//! Modules, one concern each:
+//! - [`config`]: flags and environment, validated into settings.
+//! - [`webhook`]: parsing and validation of delivery bodies into [`event`] types (pure).
+//! - [`state`]: what the newest events say about each certificate.
+//! - `store`: the embedded database and its group-committing writer thread.
+//! - [`metrics`]: the self-metrics registry and the scrape body; `exposition` writes
+//!   the per-certificate families.
+//! - `auth`: webhook token checks and redaction; `http`: routing and handlers; `page`:
+//!   the landing page.
+//! - `server`: the accept loop and graceful shutdown ([`run`]); [`signal`]: the
+//!   shutdown signals; [`logging`]: log output.
+//!
+//! The binary parses configuration, opens the [`App`], binds a listener and calls
+//! [`run`]; tests do the same on `127.0.0.1:0`.
+
+pub mod config;
+pub mod event;
+pub mod logging;
+pub mod metrics;
+pub mod signal;
+pub mod state;
+pub mod webhook;
+
+mod app;
+mod auth;
+mod exposition;
+mod http;
+mod page;
+mod server;
+mod store;
+
+pub use app::{App, StartError};
+pub use server::run;
+pub use store::DB_FILE;
+
+/// The git revision this binary was built from (`unknown` outside a git checkout).
+pub const GIT_REVISION: &str = match option_env!("GIT_REVISION") {
+    Some(revision) => revision,
+    None => "unknown",
+};

@@ -1,0 +1,240 @@
+//! The exporter's metrics: its own registry for self-observation, and the text that a
+//! scrape returns (per-certificate families from `exposition`, then the registry).
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::event::EventKind;
+use crate::exposition;
+use crate::state::Certificate;
+
+/// The `event_type` label for anything that is not one of the three SSL events,
+/// including requests whose body was never read (unauthorized, too large).
+pub const OTHER_EVENT_TYPE: &str = "other";
+
+/// How a webhook call ended: the `result` label of `webhooks_received_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// Committed to storage and applied.
+    Accepted,
+    /// The exact same delivery was already stored; nothing counted again.
+    Duplicate,
+    /// A Cloud66 event this exporter does not track.
+    Ignored,
+    /// Missing or wrong token.
+    Unauthorized,
+    /// The body was malformed or a field we rely on was wrong.
+    Invalid,
+    /// The body exceeded `--webhook.max-body-bytes`.
+    TooLarge,
+    /// The event could not be committed to storage.
+    Unavailable,
+}
+
+impl WebhookResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Accepted => "accepted",
+            WebhookResult::Duplicate => "duplicate",
+            WebhookResult::Ignored => "ignored",
+            WebhookResult::Unauthorized => "unauthorized",
+            WebhookResult::Invalid => "invalid",
+            WebhookResult::TooLarge => "too_large",
+            WebhookResult::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The storage writer's instruments (cheap to clone: they share their values).
+#[derive(Clone)]
+pub struct StorageMetrics {
+    /// Time from the start of a batch's transaction to its durable commit.
+    pub commit_duration: Histogram,
+    /// Commits that failed (disk full, unwritable database, ...).
+    pub commit_failures: IntCounter,
+}
+
+/// Every self-metric, registered in a registry owned by the app (not a global).
+pub struct Metrics {
+    /// The registry behind the self-metrics and the process metrics.
+    registry: Registry,
+    /// Webhook calls by event type and result.
+    webhooks: IntCounterVec,
+    /// Unix time of the last authenticated, well-formed webhook.
+    last_webhook: Gauge,
+    /// Number of tracked certificates, set at scrape time.
+    certificates: IntGauge,
+    /// The storage writer's instruments.
+    pub storage: StorageMetrics,
+}
+
+const NAMESPACE: &str = "cloud66_ssl_exporter";
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NAMESPACE)
+}
+
+impl Metrics {
+    /// Creates and registers every self-metric, with the label combinations that can
+    /// occur created at zero so that `increase()` sees their first change.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let webhooks = IntCounterVec::new(
+            opts(
+                "webhooks_received_total",
+                "Webhook calls received, by event type (the three SSL events or other) and result.",
+            ),
+            &["event_type", "result"],
+        )?;
+        let last_webhook = Gauge::with_opts(opts(
+            "last_webhook_timestamp_seconds",
+            "Unix time the last authenticated, well-formed webhook was received (0 if never).",
+        ))?;
+        let certificates = IntGauge::with_opts(opts(
+            "certificates",
+            "Number of certificates tracked.",
+        ))?;
+        let commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "storage_commit_duration_seconds",
+                "Time to commit a batch of webhook events durably to storage.",
+            )
+            .namespace(NAMESPACE)
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )?;
+        let commit_failures = IntCounter::with_opts(opts(
+            "storage_commit_failures_total",
+            "Storage commits that failed; their webhooks were answered 503.",
+        ))?;
+        let build_info = GaugeVec::new(
+            opts(
+                "build_info",
+                "Build of the running exporter; always 1.",
+            ),
+            &["version", "revision"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::GIT_REVISION])
+            .set(1.0);
+        registry.register(Box::new(webhooks.clone()))?;
+        registry.register(Box::new(last_webhook.clone()))?;
+        registry.register(Box::new(certificates.clone()))?;
+        registry.register(Box::new(commit_duration.clone()))?;
+        registry.register(Box::new(commit_failures.clone()))?;
+        registry.register(Box::new(build_info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let metrics = Metrics {
+            registry,
+            webhooks,
+            last_webhook,
+            certificates,
+            storage: StorageMetrics {
+                commit_duration,
+                commit_failures,
+            },
+        };
+        metrics.create_expected_series();
+        Ok(metrics)
+    }
+
+    fn create_expected_series(&self) {
+        use WebhookResult::*;
+        for kind in EventKind::ALL {
+            for result in [Accepted, Duplicate, Invalid, Unavailable] {
+                self.webhooks
+                    .with_label_values(&[kind.event_type(), result.as_str()]);
+            }
+        }
+        for result in [Ignored, Unauthorized, Invalid, TooLarge, Unavailable] {
+            self.webhooks
+                .with_label_values(&[OTHER_EVENT_TYPE, result.as_str()]);
+        }
+    }
+
+    /// Counts one webhook call. `event_type` is the label value: an SSL event type or
+    /// [`OTHER_EVENT_TYPE`].
+    pub fn count_webhook(&self, event_type: &str, result: WebhookResult) {
+        self.webhooks
+            .with_label_values(&[event_type, result.as_str()])
+            .inc();
+    }
+
+    /// Records that an authenticated, well-formed webhook arrived at Unix time `now`.
+    pub fn set_last_webhook(&self, now: f64) {
+        if now > self.last_webhook.get() {
+            self.last_webhook.set(now);
+        }
+    }
+
+    /// The body of a scrape: per-certificate families as of Unix time `now`, then the
+    /// self-metrics, in the text exposition format 0.0.4.
+    pub fn render(&self, certs: &[Arc<Certificate>], now: f64) -> Vec<u8> {
+        self.certificates
+            .set(i64::try_from(certs.len()).unwrap_or(i64::MAX));
+        let mut text = String::with_capacity(certs.len() * 1024 + 16 * 1024);
+        exposition::write_certificates(&mut text, certs, now);
+        let mut out = text.into_bytes();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%error, "cannot encode self-metrics");
+        }
+        out
+    }
+}
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render(&[], 0.0)).expect("utf-8")
+    }
+
+    #[test]
+    fn expected_series_exist_at_zero() {
+        let metrics = Metrics::new().expect("metrics");
+        let text = text(&metrics);
+        assert!(text.contains(
+            "cloud66_ssl_exporter_webhooks_received_total{event_type=\"ssl_certificate.install.fail\",result=\"accepted\"} 0"
+        ));
+        assert!(text.contains(
+            "cloud66_ssl_exporter_webhooks_received_total{event_type=\"other\",result=\"unauthorized\"} 0"
+        ));
+        assert!(text.contains("cloud66_ssl_exporter_certificates 0"));
+        assert!(text.contains("cloud66_ssl_exporter_build_info{"));
+    }
+
+    #[test]
+    fn counts_and_last_webhook_only_move_forward() {
+        let metrics = Metrics::new().expect("metrics");
+        metrics.count_webhook("other", WebhookResult::Ignored);
+        metrics.count_webhook("other", WebhookResult::Ignored);
+        metrics.set_last_webhook(200.0);
+        metrics.set_last_webhook(100.0);
+        let text = text(&metrics);
+        assert!(text.contains(
+            "cloud66_ssl_exporter_webhooks_received_total{event_type=\"other\",result=\"ignored\"} 2"
+        ));
+        assert!(text.contains("cloud66_ssl_exporter_last_webhook_timestamp_seconds 200"));
+    }
+
+    #[test]
+    fn registries_are_independent() {
+        let a = Metrics::new().expect("a");
+        let b = Metrics::new().expect("b");
+        a.count_webhook("other", WebhookResult::TooLarge);
+        assert!(text(&b).contains(
+            "cloud66_ssl_exporter_webhooks_received_total{event_type=\"other\",result=\"too_large\"} 0"
+        ));
+    }
+}

@@ -1,0 +1,298 @@
+//! In-memory certificate state: what the newest events say about each certificate.
+//!
+//! Only the storage writer changes this state, and only after the change is committed,
+//! so readers (scrapes) always see durable facts.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::event::{CertInfo, EventKind, SslEvent};
+
+/// Identifies a certificate: the stack id and the certificate name.
+pub type CertKey = (String, String);
+
+/// Everything known about one certificate.
+///
+/// Each aspect (descriptive fields, expiry, install outcome) follows the newest event
+/// that speaks about it, by payload timestamp, with arrival order breaking ties: a late,
+/// older event is still counted but never rolls an aspect back.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Certificate {
+    /// Stack id, the `stack` label.
+    pub stack: String,
+    /// Certificate name, the `name` label.
+    pub name: String,
+    /// Expiry as Unix seconds, once any event has told us.
+    pub expiry: Option<f64>,
+    /// Payload timestamp of the event that set `expiry`.
+    pub expiry_event_ts: Option<f64>,
+    /// Payload timestamp of the newest event of any kind.
+    pub last_event_ts: Option<f64>,
+    /// Whether the newest install event was a failure.
+    pub install_failing: bool,
+    /// Payload timestamp of the newest install event (ok or fail).
+    pub install_event_ts: Option<f64>,
+    /// The failure's `error_message` while `install_failing`.
+    pub error_message: Option<String>,
+    /// Descriptive fields; each keeps its last known value when an event omits it.
+    pub info: CertInfo,
+    /// Number of `install.fail` events.
+    pub install_failures: u64,
+    /// Number of `install.ok` events.
+    pub install_successes: u64,
+    /// Number of `expire.soon` events.
+    pub expire_soon_notifications: u64,
+}
+
+/// True when an event at `ts` is at least as new as the one that set an aspect at `current`.
+fn is_newer(ts: f64, current: Option<f64>) -> bool {
+    current.is_none_or(|current| ts >= current)
+}
+
+/// Replaces `slot` with `value` when the event carried one.
+fn merge(slot: &mut Option<String>, value: &Option<String>) {
+    if value.is_some() {
+        slot.clone_from(value);
+    }
+}
+
+impl Certificate {
+    /// A certificate about which nothing has happened yet.
+    pub fn new(stack: &str, name: &str) -> Self {
+        Certificate {
+            stack: stack.to_owned(),
+            name: name.to_owned(),
+            ..Certificate::default()
+        }
+    }
+
+    /// Counts `event` and lets it update every aspect it is the newest word on.
+    pub fn apply(&mut self, event: &SslEvent) {
+        let ts = event.timestamp;
+        match event.kind {
+            EventKind::ExpireSoon => self.expire_soon_notifications += 1,
+            EventKind::InstallOk => self.install_successes += 1,
+            EventKind::InstallFail => self.install_failures += 1,
+        }
+        if is_newer(ts, self.last_event_ts) {
+            self.last_event_ts = Some(ts);
+            let info = &mut self.info;
+            merge(&mut info.server_names, &event.info.server_names);
+            merge(&mut info.lets_encrypt, &event.info.lets_encrypt);
+            merge(&mut info.has_intermediate_cert, &event.info.has_intermediate_cert);
+            merge(&mut info.ssl_termination, &event.info.ssl_termination);
+            merge(&mut info.status, &event.info.status);
+        }
+        if let Some(expiry) = event.expiry
+            && is_newer(ts, self.expiry_event_ts)
+        {
+            self.expiry = Some(expiry);
+            self.expiry_event_ts = Some(ts);
+        }
+        if event.kind.is_install() && is_newer(ts, self.install_event_ts) {
+            self.install_event_ts = Some(ts);
+            self.install_failing = event.kind == EventKind::InstallFail;
+            self.error_message = if self.install_failing {
+                event.error_message.clone()
+            } else {
+                None
+            };
+        }
+    }
+}
+
+/// The current state of every tracked certificate, shared between the storage writer
+/// (the only one that changes it) and the scrapes.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Certificates ordered by (stack, name), so scrapes need no sorting.
+    certificates: RwLock<BTreeMap<CertKey, Arc<Certificate>>>,
+}
+
+impl State {
+    /// State holding `certificates` (as restored from storage).
+    pub fn new(certificates: impl IntoIterator<Item = Certificate>) -> Self {
+        let map = certificates
+            .into_iter()
+            .map(|cert| ((cert.stack.clone(), cert.name.clone()), Arc::new(cert)))
+            .collect();
+        State {
+            certificates: RwLock::new(map),
+        }
+    }
+
+    /// The current state of one certificate.
+    pub fn get(&self, stack: &str, name: &str) -> Option<Arc<Certificate>> {
+        let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&(stack.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// Makes committed certificate states visible.
+    pub fn publish(&self, updated: impl IntoIterator<Item = Certificate>) {
+        let updated: Vec<_> = updated.into_iter().map(Arc::new).collect();
+        let mut map = self.certificates.write().unwrap_or_else(|e| e.into_inner());
+        for cert in updated {
+            map.insert((cert.stack.clone(), cert.name.clone()), cert);
+        }
+    }
+
+    /// A consistent copy of every certificate, in (stack, name) order. Holds the lock
+    /// only for the copy of the pointers, so scrapes do not hold up the writer while
+    /// they encode.
+    pub fn snapshot(&self) -> Vec<Arc<Certificate>> {
+        let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// Number of tracked certificates.
+    pub fn len(&self) -> usize {
+        self.certificates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether no certificate is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, ts: f64, expiry: Option<f64>) -> SslEvent {
+        SslEvent {
+            kind,
+            timestamp: ts,
+            stack: "123".into(),
+            name: "web".into(),
+            expiry,
+            error_message: (kind == EventKind::InstallFail).then(|| format!("failed at {ts}")),
+            info: CertInfo {
+                status: Some(format!("status at {ts}")),
+                ..CertInfo::default()
+            },
+        }
+    }
+
+    fn applied(events: &[SslEvent]) -> Certificate {
+        let mut cert = Certificate::new("123", "web");
+        for e in events {
+            cert.apply(e);
+        }
+        cert
+    }
+
+    #[test]
+    fn counts_every_event_by_kind() {
+        let cert = applied(&[
+            event(EventKind::InstallOk, 1.0, Some(100.0)),
+            event(EventKind::InstallFail, 2.0, None),
+            event(EventKind::InstallFail, 3.0, None),
+            event(EventKind::ExpireSoon, 4.0, Some(100.0)),
+        ]);
+        assert_eq!(
+            (
+                cert.install_successes,
+                cert.install_failures,
+                cert.expire_soon_notifications
+            ),
+            (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn install_fail_keeps_last_known_expiry_and_sets_failing() {
+        let cert = applied(&[
+            event(EventKind::InstallOk, 1.0, Some(100.0)),
+            event(EventKind::InstallFail, 2.0, None),
+        ]);
+        assert_eq!(cert.expiry, Some(100.0));
+        assert!(cert.install_failing);
+        assert_eq!(cert.error_message.as_deref(), Some("failed at 2"));
+        assert_eq!(cert.last_event_ts, Some(2.0));
+    }
+
+    #[test]
+    fn late_older_event_is_counted_but_does_not_roll_back() {
+        let cert = applied(&[
+            event(EventKind::InstallFail, 10.0, None),
+            event(EventKind::InstallOk, 5.0, Some(50.0)),
+        ]);
+        assert!(cert.install_failing, "the newer failure still defines status");
+        assert_eq!(cert.install_successes, 1);
+        assert_eq!(cert.info.status.as_deref(), Some("status at 10"));
+        assert_eq!(cert.last_event_ts, Some(10.0));
+        // The late event is still the newest word on expiry, which nothing newer gave.
+        assert_eq!(cert.expiry, Some(50.0));
+    }
+
+    #[test]
+    fn older_expiry_does_not_replace_newer_one() {
+        let cert = applied(&[
+            event(EventKind::InstallOk, 10.0, Some(200.0)),
+            event(EventKind::ExpireSoon, 5.0, Some(100.0)),
+        ]);
+        assert_eq!(cert.expiry, Some(200.0));
+    }
+
+    #[test]
+    fn equal_timestamps_are_decided_by_arrival_order() {
+        let cert = applied(&[
+            event(EventKind::InstallFail, 7.0, None),
+            event(EventKind::InstallOk, 7.0, Some(300.0)),
+        ]);
+        assert!(!cert.install_failing);
+        assert_eq!(cert.error_message, None);
+        let cert = applied(&[
+            event(EventKind::InstallOk, 7.0, Some(300.0)),
+            event(EventKind::InstallFail, 7.0, None),
+        ]);
+        assert!(cert.install_failing);
+    }
+
+    #[test]
+    fn expire_soon_does_not_change_install_status() {
+        let cert = applied(&[
+            event(EventKind::InstallFail, 1.0, None),
+            event(EventKind::ExpireSoon, 2.0, Some(90.0)),
+        ]);
+        assert!(cert.install_failing);
+        assert_eq!(cert.expiry, Some(90.0));
+    }
+
+    #[test]
+    fn missing_info_fields_keep_their_last_value() {
+        let mut first = event(EventKind::InstallOk, 1.0, Some(1.0));
+        first.info.server_names = Some("a.example".into());
+        let second = event(EventKind::InstallOk, 2.0, Some(1.0));
+        let cert = applied(&[first, second]);
+        assert_eq!(cert.info.server_names.as_deref(), Some("a.example"));
+        assert_eq!(cert.info.status.as_deref(), Some("status at 2"));
+    }
+
+    #[test]
+    fn snapshot_is_ordered_and_publish_replaces() {
+        let state = State::new([Certificate::new("2", "b"), Certificate::new("1", "z")]);
+        let mut updated = Certificate::new("2", "b");
+        updated.install_failures = 4;
+        state.publish([updated, Certificate::new("1", "a")]);
+        let keys: Vec<_> = state
+            .snapshot()
+            .iter()
+            .map(|c| (c.stack.clone(), c.name.clone(), c.install_failures))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("1".into(), "a".into(), 0),
+                ("1".into(), "z".into(), 0),
+                ("2".into(), "b".into(), 4)
+            ]
+        );
+        assert_eq!(state.get("2", "b").map(|c| c.install_failures), Some(4));
+        assert_eq!(state.len(), 3);
+    }
+}

@@ -1,0 +1,249 @@
+//! Helpers shared by the integration tests: an in-process server on 127.0.0.1:0, the
+//! real binary as a child process, a small HTTP client, and payload builders.
+#![allow(dead_code)] // each test crate uses a different part of this module
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloud66_ssl_exporter::config::{AppConfig, WebhookAuth};
+use cloud66_ssl_exporter::{App, run};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A token valid for tests that need authentication.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The documented payloads, exactly as Cloud66 documents them.
+pub const EXPIRE_SOON: &str = include_str!("../fixtures/cloud66/expire-soon.json");
+pub const INSTALL_OK: &str = include_str!("../fixtures/cloud66/install-ok.json");
+pub const INSTALL_FAIL: &str = include_str!("../fixtures/cloud66/install-fail.json");
+
+/// The exporter running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub storage: PathBuf,
+    pub app: App,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts on 127.0.0.1:0 with storage in `storage` and authentication by [`TOKEN`].
+    pub async fn start(storage: &Path) -> TestServer {
+        Self::start_with(storage, |config| config.auth = WebhookAuth::Token(TOKEN.into())).await
+    }
+
+    /// Starts with the configuration adjusted by `adjust`.
+    pub async fn start_with(storage: &Path, adjust: impl FnOnce(&mut AppConfig)) -> TestServer {
+        let mut config = AppConfig::new(storage);
+        adjust(&mut config);
+        let app = App::open(config).await.expect("app opens");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, app.clone(), async {
+            let _ = stop.await;
+        }));
+        TestServer {
+            addr,
+            storage: storage.to_owned(),
+            app,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Shuts down gracefully and waits until storage is closed.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// POSTs `body` to `/webhook` with the test token in the path.
+    pub async fn post_event(&self, body: &str) -> Reply {
+        request(self.addr, "POST", &format!("/webhook/{TOKEN}"), &[], body).await
+    }
+
+    /// The `/metrics` body.
+    pub async fn metrics(&self) -> String {
+        let reply = request(self.addr, "GET", "/metrics", &[], "").await;
+        assert_eq!(reply.status, 200);
+        reply.body
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// All values of a header, joined with ", ".
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii header"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    try_request(addr, method, path, headers, body.as_bytes().to_vec())
+        .await
+        .expect("request succeeds")
+}
+
+/// One request on a fresh connection, reporting transport errors instead of panicking.
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if !body.is_empty() {
+        builder = builder.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = sender
+        .send_request(builder.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A payload of `event_type` for certificate (`stack`, `name`) sent at `timestamp`, with
+/// `extra` fields merged into `ssl_certificate`.
+pub fn payload(
+    event_type: &str,
+    timestamp: i64,
+    stack: u64,
+    name: &str,
+    extra: serde_json::Value,
+) -> String {
+    let mut cert = serde_json::json!({
+        "stack_id": stack,
+        "name": name,
+        "server_names": "example.com,www.example.com",
+        "lets_encrypt": true,
+        "has_intermediate_cert": true,
+        "ssl_termination": true,
+    });
+    if let (Some(cert), Some(extra)) = (cert.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            cert.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::json!({ "timestamp": timestamp, "event_type": event_type, "ssl_certificate": cert })
+        .to_string()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels exactly).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// `name{stack="..",name=".."}` for a per-certificate series.
+pub fn cert_series(metric: &str, stack: &str, name: &str) -> String {
+    format!("{metric}{{stack=\"{stack}\",name=\"{name}\"}}")
+}
+
+/// The real binary, started as a child process on 127.0.0.1:0.
+pub struct Exporter {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Exporter {
+    /// Starts the binary with `--storage.path storage` and `args`, and waits until it
+    /// logs the address it listens on.
+    pub async fn spawn(storage: &Path, args: &[&str]) -> Exporter {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--storage.path={}", storage.display()))
+            .arg("--log.format=logfmt")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("exporter starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                if line.contains("msg=listening") {
+                    return listening_address(&line);
+                }
+            }
+            panic!("exporter exited before listening");
+        })
+        .await
+        .expect("exporter listens within 30 s");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Exporter { child, addr }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+}
+
+/// The `address=` field of a logfmt line.
+fn listening_address(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))
+        .map(|value| value.trim_matches('"'))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}

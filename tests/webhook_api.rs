@@ -1,0 +1,283 @@
+//! The webhook contract over real HTTP: documented payloads, tolerated drift, every
+//! rejection with its status and message, ordering, duplicates, and authentication.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const OK: &str = "ssl_certificate.install.ok";
+const FAIL: &str = "ssl_certificate.install.fail";
+const SOON: &str = "ssl_certificate.expire.soon";
+
+async fn server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    (dir, server)
+}
+
+fn received(metrics: &str, event_type: &str, result: &str) -> f64 {
+    let series = format!(
+        "cloud66_ssl_exporter_webhooks_received_total{{event_type=\"{event_type}\",result=\"{result}\"}}"
+    );
+    sample(metrics, &series).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn documented_payloads_update_the_certificate() {
+    let (_dir, server) = server().await;
+    for fixture in [INSTALL_OK, EXPIRE_SOON, INSTALL_FAIL] {
+        let reply = server.post_event(fixture).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json(), json!({"status": "accepted"}));
+        assert_eq!(reply.header("content-type"), "application/json");
+    }
+    let m = server.metrics().await;
+    let s = |metric| sample(&m, &cert_series(metric, "123", "Awesome SSL Certificate"));
+    // All three share timestamp 1640995200, so arrival order decides: install.fail came
+    // last, and it keeps expire.soon's expiry (2024-02-01).
+    assert_eq!(s("ssl_cert_expiry_timestamp_seconds"), Some(1_706_745_600.0));
+    assert_eq!(s("ssl_install_successes_total"), Some(1.0));
+    assert_eq!(s("ssl_install_failures_total"), Some(1.0));
+    assert_eq!(s("ssl_expire_soon_notifications_total"), Some(1.0));
+    assert_eq!(s("ssl_cert_install_failing"), Some(1.0));
+    assert_eq!(s("ssl_cert_last_event_timestamp_seconds"), Some(1_640_995_200.0));
+    assert!(s("ssl_cert_days_until_expiry").expect("days") < 0.0, "2024 is past");
+    assert!(m.contains(
+        r#"ssl_cert_install_error_info{stack="123",name="Awesome SSL Certificate",error="Certificate validation failed"} 1"#
+    ));
+    assert!(m.contains(
+        r#"ssl_cert_info{stack="123",name="Awesome SSL Certificate",server_names="example.com,awesome-example.com",lets_encrypt="true",has_intermediate_cert="false",ssl_termination="false",status="failed"} 1"#
+    ));
+    assert_eq!(received(&m, OK, "accepted"), 1.0);
+    assert_eq!(received(&m, FAIL, "accepted"), 1.0);
+    assert_eq!(received(&m, SOON, "accepted"), 1.0);
+    assert_eq!(sample(&m, "cloud66_ssl_exporter_certificates"), Some(1.0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn first_seen_failing_has_counters_at_zero_and_no_expiry() {
+    let (_dir, server) = server().await;
+    let body = payload(FAIL, 100, 7, "new", json!({"status": "failed", "error_message": "boom"}));
+    assert_eq!(server.post_event(&body).await.status, 200);
+    let m = server.metrics().await;
+    let s = |metric| sample(&m, &cert_series(metric, "7", "new"));
+    assert_eq!(s("ssl_install_failures_total"), Some(1.0));
+    assert_eq!(s("ssl_install_successes_total"), Some(0.0));
+    assert_eq!(s("ssl_expire_soon_notifications_total"), Some(0.0));
+    assert_eq!(s("ssl_cert_install_failing"), Some(1.0));
+    assert_eq!(s("ssl_cert_expiry_timestamp_seconds"), None, "unknown expiry is absent");
+    assert_eq!(s("ssl_cert_days_until_expiry"), None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tolerated_variants_are_accepted_and_normalised() {
+    let (_dir, server) = server().await;
+    let variants = [
+        // stack_id as a numeric string, status as an integer, ssl_termination as a string.
+        json!({"timestamp": 10, "event_type": OK, "ssl_certificate": {
+            "stack_id": "42", "name": "v1", "status": 3, "ssl_termination": "true",
+            "lets_encrypt": null, "has_intermediate_cert": null,
+            "cert_expiry": "2030-01-01T02:00:00+02:00", "unknown_field": {"x": 1}}}),
+        // Cloud66's other date format and fractional RFC 3339 seconds.
+        json!({"timestamp": "11", "event_type": OK, "ssl_certificate": {
+            "stack_id": 42, "name": "v2", "cert_expiry": "2030-01-01 00:00:00 UTC",
+            "created_at": "2024-01-01T12:30:45.123Z"}}),
+        // expire.soon without cert_expiry: timestamp + days_until_expiry.
+        json!({"timestamp": 1_000_000, "event_type": SOON, "ssl_certificate": {
+            "stack_id": 42, "name": "v3", "days_until_expiry": 30}}),
+    ];
+    for body in &variants {
+        let reply = server.post_event(&body.to_string()).await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.body);
+    }
+    let m = server.metrics().await;
+    let expiry = |name| sample(&m, &cert_series("ssl_cert_expiry_timestamp_seconds", "42", name));
+    assert_eq!(expiry("v1"), Some(1_893_456_000.0));
+    assert_eq!(expiry("v2"), Some(1_893_456_000.0));
+    assert_eq!(expiry("v3"), Some(1_000_000.0 + 30.0 * 86_400.0));
+    assert!(m.contains(
+        r#"ssl_cert_info{stack="42",name="v1",server_names="",lets_encrypt="",has_intermediate_cert="",ssl_termination="true",status="installed"} 1"#
+    ), "{m}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_event_types_are_acknowledged_and_ignored() {
+    let (_dir, server) = server().await;
+    let body = json!({"timestamp": 1, "event_type": "stack.redeploy.ok", "stack": {"name": "x"}});
+    let reply = server.post_event(&body.to_string()).await;
+    assert_eq!((reply.status, reply.json()), (200, json!({"status": "ignored"})));
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "ignored"), 1.0);
+    assert_eq!(sample(&m, "cloud66_ssl_exporter_certificates"), Some(0.0));
+    assert!(sample(&m, "cloud66_ssl_exporter_last_webhook_timestamp_seconds").expect("set") > 0.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_payloads_get_400_naming_the_field() {
+    let (_dir, server) = server().await;
+    let cases = [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "malformed JSON"),
+        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1}}"#,
+            "missing field `ssl_certificate.name`"),
+        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": ""}}"#,
+            "missing field `ssl_certificate.name`"),
+        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"name": "a"}}"#,
+            "missing field `ssl_certificate.stack_id`"),
+        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": "abc", "name": "a"}}"#,
+            "invalid field `ssl_certificate.stack_id`"),
+        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": "a", "cert_expiry": "next tuesday"}}"#,
+            "invalid field `ssl_certificate.cert_expiry`"),
+        (r#"{"timestamp": 1, "event_type": "ssl_certificate.expire.soon", "ssl_certificate": {"stack_id": 1, "name": "a", "days_until_expiry": [30]}}"#,
+            "invalid field `ssl_certificate.days_until_expiry`"),
+        (r#"{"event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": "a"}}"#,
+            "missing field `timestamp`"),
+    ];
+    for (body, message) in cases {
+        let reply = server.post_event(body).await;
+        assert_eq!(reply.status, 400, "{body}");
+        let error = reply.json()["error"].as_str().expect("error string").to_owned();
+        assert!(error.starts_with(message), "{body}: {error}");
+    }
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "invalid"), 2.0);
+    assert_eq!(received(&m, OK, "invalid"), 6.0);
+    assert_eq!(received(&m, SOON, "invalid"), 1.0);
+    assert_eq!(sample(&m, "cloud66_ssl_exporter_certificates"), Some(0.0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn too_large_bodies_get_413() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.auth = cloud66_ssl_exporter::config::WebhookAuth::Disabled;
+        c.max_body_bytes = 64;
+    })
+    .await;
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100));
+    let reply = request(server.addr, "POST", "/webhook", &[], &big).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json(), json!({"error": "body exceeds 64 bytes"}));
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "too_large"), 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn newest_event_wins_and_late_events_are_counted_without_rollback() {
+    let (_dir, server) = server().await;
+    let ok = payload(OK, 2_000, 1, "c", json!({"status": "installed", "cert_expiry": "2031-01-01T00:00:00Z"}));
+    let late_fail = payload(FAIL, 1_000, 1, "c", json!({"status": "failed", "error_message": "old"}));
+    assert_eq!(server.post_event(&ok).await.status, 200);
+    assert_eq!(server.post_event(&late_fail).await.status, 200);
+    let m = server.metrics().await;
+    let s = |metric| sample(&m, &cert_series(metric, "1", "c"));
+    assert_eq!(s("ssl_install_failures_total"), Some(1.0), "late event still counted");
+    assert_eq!(s("ssl_cert_install_failing"), Some(0.0), "but does not roll back");
+    assert_eq!(s("ssl_cert_last_event_timestamp_seconds"), Some(2_000.0));
+    assert!(!m.contains("ssl_cert_install_error_info{stack=\"1\""));
+    assert!(m.contains(r#"ssl_cert_info{stack="1",name="c",server_names="example.com,www.example.com",lets_encrypt="true",has_intermediate_cert="true",ssl_termination="true",status="installed"} 1"#));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_delivery_twice_is_counted_once() {
+    let (_dir, server) = server().await;
+    let first = server.post_event(INSTALL_OK).await;
+    // Same fields and values, other key order and white space: the same delivery.
+    let value: serde_json::Value = serde_json::from_str(INSTALL_OK).expect("json");
+    let again = server.post_event(&serde_json::to_string_pretty(&value).expect("json")).await;
+    assert_eq!(first.json(), json!({"status": "accepted"}));
+    assert_eq!((again.status, again.json()), (200, json!({"status": "duplicate"})));
+    let m = server.metrics().await;
+    let series = cert_series("ssl_install_successes_total", "123", "Awesome SSL Certificate");
+    assert_eq!(sample(&m, &series), Some(1.0));
+    assert_eq!(received(&m, OK, "duplicate"), 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_token_form_is_accepted_and_anything_else_is_401() {
+    let (_dir, server) = server().await;
+    let body = |ts| payload(OK, ts, 5, "auth", json!({}));
+    let basic = format!("Basic {}", base64_encode(&format!("cloud66:{TOKEN}")));
+    let bearer = format!("Bearer {TOKEN}");
+    let accepted = [
+        request(server.addr, "POST", &format!("/webhook/{TOKEN}"), &[], &body(1)).await,
+        request(server.addr, "POST", &format!("/webhook?token={TOKEN}"), &[], &body(2)).await,
+        request(server.addr, "POST", "/webhook", &[("authorization", &bearer)], &body(3)).await,
+        request(server.addr, "POST", "/webhook", &[("authorization", &basic)], &body(4)).await,
+    ];
+    for reply in &accepted {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let rejected = [
+        request(server.addr, "POST", "/webhook", &[], &body(5)).await,
+        request(server.addr, "POST", "/webhook/wrong-token-0123456789", &[], &body(6)).await,
+        request(server.addr, "POST", "/webhook?token=nope", &[], &body(7)).await,
+    ];
+    for reply in &rejected {
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.json(), json!({"error": "missing or invalid webhook token"}));
+        assert!(reply.header("www-authenticate").contains("Bearer realm="));
+    }
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "unauthorized"), 3.0);
+    assert_eq!(sample(&m, &cert_series("ssl_install_successes_total", "5", "auth")), Some(4.0));
+    server.stop().await;
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods() {
+    let (_dir, server) = server().await;
+    let reply = request(server.addr, "GET", "/nope", &[], "").await;
+    assert_eq!((reply.status, reply.json()), (404, json!({"error": "not found"})));
+    let reply = request(server.addr, "GET", "/webhook", &[], "").await;
+    assert_eq!((reply.status, reply.header("allow")), (405, "POST".to_owned()));
+    let reply = request(server.addr, "POST", "/metrics", &[], "{}").await;
+    assert_eq!((reply.status, reply.header("allow")), (405, "GET, HEAD".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_landing_page() {
+    let (_dir, server) = server().await;
+    assert_eq!(request(server.addr, "GET", "/healthz", &[], "").await.status, 200);
+    assert_eq!(request(server.addr, "GET", "/readyz", &[], "").await.status, 200);
+    let page = request(server.addr, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(page.body.contains("/webhook/&lt;token&gt;"));
+    assert!(!page.body.contains(TOKEN), "the page never shows the token");
+    let metrics = request(server.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_that_cannot_be_stored_get_503_and_are_not_counted() {
+    let (_dir, server) = server().await;
+    assert_eq!(server.post_event(INSTALL_OK).await.status, 200);
+    // Closing storage is what shutdown does; afterwards nothing can be made durable.
+    server.app.close().await;
+    let reply = server.post_event(INSTALL_FAIL).await;
+    assert_eq!(reply.status, 503);
+    assert!(reply.json()["error"].as_str().expect("error").starts_with("event not stored"));
+    assert_eq!(request(server.addr, "GET", "/readyz", &[], "").await.status, 503);
+    let m = server.metrics().await;
+    let series = cert_series("ssl_install_failures_total", "123", "Awesome SSL Certificate");
+    assert_eq!(sample(&m, &series), Some(0.0), "nothing about the event is counted");
+    assert_eq!(received(&m, FAIL, "unavailable"), 1.0);
+    server.stop().await;
+}
