@@ -220,7 +220,7 @@ impl Exporter {
         let mut lines = BufReader::new(stderr).lines();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("read stderr") {
-                if line.contains("msg=listening") {
+                if line.contains("message=listening") {
                     return listening_address(&line);
                 }
             }

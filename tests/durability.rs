@@ -1,0 +1,162 @@
+//! Durability: a restart restores state and counters exactly, the generated token
+//! survives restarts, and `kill -9` under concurrent load loses no acknowledged event.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use cloud66_ssl_exporter::config::WebhookAuth;
+use common::*;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+/// Lines whose values legitimately change between two scrapes of the same state.
+fn stable_lines(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| {
+            !l.starts_with("process_")
+                && !l.starts_with("ssl_cert_days_until_expiry{")
+                && !l.starts_with("cloud66_ssl_exporter_storage_commit_duration_seconds")
+                && !l.starts_with("cloud66_ssl_exporter_webhooks_received_total")
+                && !l.starts_with("cloud66_ssl_exporter_last_webhook_timestamp_seconds")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn restart_restores_state_and_counters_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    for body in [INSTALL_OK, EXPIRE_SOON, INSTALL_FAIL] {
+        assert_eq!(server.post_event(body).await.status, 200);
+    }
+    for i in 0..20 {
+        let body = payload(
+            "ssl_certificate.install.ok",
+            1_700_000_000 + i,
+            900 + (i as u64 % 3),
+            &format!("cert-{i}"),
+            json!({"cert_expiry": "2030-06-01T00:00:00Z", "status": "installed"}),
+        );
+        assert_eq!(server.post_event(&body).await.status, 200);
+    }
+    let before = server.metrics().await;
+    let last_webhook = sample(&before, "cloud66_ssl_exporter_last_webhook_timestamp_seconds");
+    server.stop().await;
+
+    let server = TestServer::start(dir.path()).await;
+    let after = server.metrics().await;
+    assert_eq!(stable_lines(&before), stable_lines(&after));
+    assert_eq!(sample(&after, "cloud66_ssl_exporter_certificates"), Some(21.0));
+    let restored = sample(&after, "cloud66_ssl_exporter_last_webhook_timestamp_seconds");
+    assert!(restored.is_some() && restored <= last_webhook && restored > Some(0.0));
+    // A duplicate of an event from before the restart is still recognised.
+    let again = server.post_event(INSTALL_OK).await;
+    assert_eq!(again.json(), json!({"status": "duplicate"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn generated_token_is_stored_and_survives_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stored = |c: &mut cloud66_ssl_exporter::config::AppConfig| c.auth = WebhookAuth::Stored;
+    let server = TestServer::start_with(dir.path(), stored).await;
+    let token = read_stored_token(dir.path());
+    assert_eq!(token.len(), 64, "256 random bits, hex");
+    server.stop().await;
+
+    let server = TestServer::start_with(dir.path(), stored).await;
+    assert_eq!(read_stored_token(dir.path()), token);
+    let path = format!("/webhook/{token}");
+    let reply = request(server.addr, "POST", &path, &[], INSTALL_OK).await;
+    assert_eq!(reply.status, 200);
+    let reply = request(server.addr, "POST", "/webhook", &[], INSTALL_OK).await;
+    assert_eq!(reply.status, 401);
+    server.stop().await;
+}
+
+fn read_stored_token(dir: &std::path::Path) -> String {
+    let db = rusqlite::Connection::open(dir.join(cloud66_ssl_exporter::DB_FILE)).expect("open db");
+    db.query_row("SELECT value FROM meta WHERE key = 'webhook_token'", [], |r| r.get(0))
+        .expect("token stored")
+}
+
+#[tokio::test]
+async fn raw_payloads_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    assert_eq!(server.post_event(INSTALL_FAIL).await.status, 200);
+    server.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join(cloud66_ssl_exporter::DB_FILE)).expect("db");
+    let (event_type, payload): (String, String) = db
+        .query_row("SELECT event_type, payload FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("one event");
+    assert_eq!(event_type, "ssl_certificate.install.fail");
+    assert_eq!(payload, INSTALL_FAIL, "stored byte for byte");
+}
+
+/// Rounds of: concurrent clients send unique events; the exporter is SIGKILLed in the
+/// middle; after a restart every acknowledged event must be there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
+    const ROUNDS: usize = 3;
+    const CLIENTS: usize = 16;
+    const KILL_AFTER_ACKS: usize = 150;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    for round in 0..ROUNDS {
+        let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+        let addr = exporter.addr;
+        let (killed_tx, killed) = tokio::sync::watch::channel(false);
+        let mut clients = Vec::new();
+        for client in 0..CLIENTS {
+            let acknowledged = Arc::clone(&acknowledged);
+            let killed = killed.clone();
+            clients.push(tokio::spawn(async move {
+                // Bounded: at most 1000 requests per client per round.
+                for seq in 0..1000 {
+                    if *killed.borrow() {
+                        break;
+                    }
+                    let name = format!("r{round}-c{client}-s{seq}");
+                    let body = payload("ssl_certificate.install.ok", 1_700_000_000, 1, &name, json!({}));
+                    match try_request(addr, "POST", "/webhook", &[], body.into_bytes()).await {
+                        Ok(reply) if reply.status == 200 => {
+                            acknowledged.lock().await.insert(name);
+                        }
+                        Ok(reply) => panic!("unexpected answer {} {}", reply.status, reply.body),
+                        Err(_) => break, // the exporter is gone
+                    }
+                }
+            }));
+        }
+        let started_with = acknowledged.lock().await.len();
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while acknowledged.lock().await.len() < started_with + KILL_AFTER_ACKS {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("load reaches the kill point within 60 s");
+        exporter.kill().await;
+        let _ = killed_tx.send(true);
+        for client in clients {
+            client.await.expect("client task");
+        }
+    }
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let metrics = request(exporter.addr, "GET", "/metrics", &[], "").await.body;
+    let acknowledged = acknowledged.lock().await;
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|name| {
+            sample(&metrics, &cert_series("ssl_install_successes_total", "1", name)) != Some(1.0)
+        })
+        .collect();
+    assert!(acknowledged.len() >= ROUNDS * KILL_AFTER_ACKS);
+    assert!(missing.is_empty(), "{} acknowledged events lost: {:?}", missing.len(), missing);
+    exporter.kill().await;
+}
