@@ -37,7 +37,12 @@ impl Authenticator {
     }
 
     /// Whether a call with this path token, query and headers may proceed.
-    pub fn allows(&self, path_token: Option<&str>, query: Option<&str>, headers: &HeaderMap) -> bool {
+    pub fn allows(
+        &self,
+        path_token: Option<&str>,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> bool {
         let Some(expected) = &self.token_digest else {
             return true;
         };
@@ -118,7 +123,10 @@ mod tests {
 
     fn headers(authorization: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(authorization).expect("header"));
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(authorization).expect("header"),
+        );
         headers
     }
 

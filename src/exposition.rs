@@ -248,7 +248,9 @@ mod tests {
         assert!(text.contains("ssl_cert_days_until_expiry{stack=\"1\",name=\"a\"} 7.5\n"));
         let text = render(vec![cert], 11.0 * SECONDS_PER_DAY);
         assert!(text.contains("ssl_cert_days_until_expiry{stack=\"1\",name=\"a\"} -1\n"));
-        assert!(text.contains("ssl_cert_expiry_timestamp_seconds{stack=\"1\",name=\"a\"} 864000\n"));
+        assert!(
+            text.contains("ssl_cert_expiry_timestamp_seconds{stack=\"1\",name=\"a\"} 864000\n")
+        );
     }
 
     #[test]

@@ -80,7 +80,9 @@ impl HttpError {
                 );
                 headers.append(
                     WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"cloud66-ssl-exporter\", charset=\"UTF-8\""),
+                    HeaderValue::from_static(
+                        "Basic realm=\"cloud66-ssl-exporter\", charset=\"UTF-8\"",
+                    ),
                 );
             }
             _ => {}
@@ -122,7 +124,9 @@ pub async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let method = request.method().clone();
     let logged_path = redact(request.uri().path(), request.uri().query());
-    let response = route(&app, request).await.unwrap_or_else(HttpError::into_response);
+    let response = route(&app, request)
+        .await
+        .unwrap_or_else(HttpError::into_response);
     tracing::debug!(%peer, %method, path = %logged_path, status = response.status().as_u16(), "request");
     Ok(response)
 }
@@ -138,9 +142,15 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<HttpResponse, Ht
             let token = p["/webhook/".len()..].to_owned();
             Ok(webhook(app, request, Some(&token)).await)
         }
-        p if p == "/webhook" || p.starts_with("/webhook/") => Err(HttpError::MethodNotAllowed("POST")),
+        p if p == "/webhook" || p.starts_with("/webhook/") => {
+            Err(HttpError::MethodNotAllowed("POST"))
+        }
         p if p == app.config().telemetry_path && get => Ok(metrics(app)),
-        "/healthz" if get => Ok(response(StatusCode::OK, "text/plain; charset=utf-8", b"ok\n".to_vec())),
+        "/healthz" if get => Ok(response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            b"ok\n".to_vec(),
+        )),
         "/readyz" if get => readyz(app).await,
         "/" if get => Ok(response(
             StatusCode::OK,
@@ -165,7 +175,11 @@ async fn readyz(app: &App) -> Result<HttpResponse, HttpError> {
         .probe()
         .await
         .map_err(|e| HttpError::Unavailable(format!("storage is not writable: {e}")))?;
-    Ok(response(StatusCode::OK, "text/plain; charset=utf-8", b"ready\n".to_vec()))
+    Ok(response(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        b"ready\n".to_vec(),
+    ))
 }
 
 /// Handles a webhook call and counts it under its event type and result.
@@ -177,14 +191,19 @@ async fn webhook(app: &App, request: Request<Incoming>, path_token: Option<&str>
         Err(error) => error.webhook_result(),
     };
     app.metrics().count_webhook(event_type, result);
-    if matches!(result, WebhookResult::Accepted | WebhookResult::Duplicate | WebhookResult::Ignored) {
+    if matches!(
+        result,
+        WebhookResult::Accepted | WebhookResult::Duplicate | WebhookResult::Ignored
+    ) {
         app.metrics().set_last_webhook(now());
     }
     match outcome {
         Ok(result) => json_response(StatusCode::OK, &json!({ "status": result.as_str() })),
         Err(error) => {
             match &error {
-                HttpError::Unavailable(reason) => tracing::error!(%reason, event_type, "webhook not stored"),
+                HttpError::Unavailable(reason) => {
+                    tracing::error!(%reason, event_type, "webhook not stored")
+                }
                 other => tracing::warn!(error = ?other, event_type, "webhook rejected"),
             }
             error.into_response()
@@ -200,7 +219,10 @@ async fn receive(
     path_token: Option<&str>,
     event_type: &mut &'static str,
 ) -> Result<WebhookResult, HttpError> {
-    if !app.auth().allows(path_token, request.uri().query(), request.headers()) {
+    if !app
+        .auth()
+        .allows(path_token, request.uri().query(), request.headers())
+    {
         return Err(HttpError::Unauthorized);
     }
     let received_at = now();

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::event::EventKind;
@@ -95,10 +95,8 @@ impl Metrics {
             "last_webhook_timestamp_seconds",
             "Unix time the last authenticated, well-formed webhook was received (0 if never).",
         ))?;
-        let certificates = IntGauge::with_opts(opts(
-            "certificates",
-            "Number of certificates tracked.",
-        ))?;
+        let certificates =
+            IntGauge::with_opts(opts("certificates", "Number of certificates tracked."))?;
         let commit_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "storage_commit_duration_seconds",
@@ -114,10 +112,7 @@ impl Metrics {
             "Storage commits that failed; their webhooks were answered 503.",
         ))?;
         let build_info = GaugeVec::new(
-            opts(
-                "build_info",
-                "Build of the running exporter; always 1.",
-            ),
+            opts("build_info", "Build of the running exporter; always 1."),
             &["version", "revision"],
         )?;
         build_info
@@ -130,7 +125,9 @@ impl Metrics {
         registry.register(Box::new(commit_failures.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let metrics = Metrics {
             registry,
             webhooks,

@@ -79,7 +79,10 @@ impl Certificate {
             let info = &mut self.info;
             merge(&mut info.server_names, &event.info.server_names);
             merge(&mut info.lets_encrypt, &event.info.lets_encrypt);
-            merge(&mut info.has_intermediate_cert, &event.info.has_intermediate_cert);
+            merge(
+                &mut info.has_intermediate_cert,
+                &event.info.has_intermediate_cert,
+            );
             merge(&mut info.ssl_termination, &event.info.ssl_termination);
             merge(&mut info.status, &event.info.status);
         }
@@ -221,7 +224,10 @@ mod tests {
             event(EventKind::InstallFail, 10.0, None),
             event(EventKind::InstallOk, 5.0, Some(50.0)),
         ]);
-        assert!(cert.install_failing, "the newer failure still defines status");
+        assert!(
+            cert.install_failing,
+            "the newer failure still defines status"
+        );
         assert_eq!(cert.install_successes, 1);
         assert_eq!(cert.info.status.as_deref(), Some("status at 10"));
         assert_eq!(cert.last_event_ts, Some(10.0));

@@ -107,7 +107,11 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::CreateDir { path, source } => {
-                write!(f, "cannot create storage directory {}: {source}", path.display())
+                write!(
+                    f,
+                    "cannot create storage directory {}: {source}",
+                    path.display()
+                )
             }
             StoreError::Open { path, source } => {
                 write!(f, "cannot open database {}: {source}", path.display())
@@ -314,6 +318,8 @@ fn save_certificate(tx: &Transaction<'_>, cert: &Certificate) -> rusqlite::Resul
 }
 
 /// A request to the writer thread.
+// Almost every job is a `Record`, so the small `Probe` wastes nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// Store an accepted event and apply it.
     Record {
@@ -491,7 +497,15 @@ impl Writer {
                     payload,
                     received_at,
                     ..
-                } => Some(record(&tx, &self.state, &mut changed, event, digest, payload, *received_at)?),
+                } => Some(record(
+                    &tx,
+                    &self.state,
+                    &mut changed,
+                    event,
+                    digest,
+                    payload,
+                    *received_at,
+                )?),
                 Job::Probe { .. } => {
                     tx.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', ?1)",

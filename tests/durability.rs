@@ -44,14 +44,23 @@ async fn restart_restores_state_and_counters_exactly() {
         assert_eq!(server.post_event(&body).await.status, 200);
     }
     let before = server.metrics().await;
-    let last_webhook = sample(&before, "cloud66_ssl_exporter_last_webhook_timestamp_seconds");
+    let last_webhook = sample(
+        &before,
+        "cloud66_ssl_exporter_last_webhook_timestamp_seconds",
+    );
     server.stop().await;
 
     let server = TestServer::start(dir.path()).await;
     let after = server.metrics().await;
     assert_eq!(stable_lines(&before), stable_lines(&after));
-    assert_eq!(sample(&after, "cloud66_ssl_exporter_certificates"), Some(21.0));
-    let restored = sample(&after, "cloud66_ssl_exporter_last_webhook_timestamp_seconds");
+    assert_eq!(
+        sample(&after, "cloud66_ssl_exporter_certificates"),
+        Some(21.0)
+    );
+    let restored = sample(
+        &after,
+        "cloud66_ssl_exporter_last_webhook_timestamp_seconds",
+    );
     assert!(restored.is_some() && restored <= last_webhook && restored > Some(0.0));
     // A duplicate of an event from before the restart is still recognised.
     let again = server.post_event(INSTALL_OK).await;
@@ -80,8 +89,12 @@ async fn generated_token_is_stored_and_survives_restart() {
 
 fn read_stored_token(dir: &std::path::Path) -> String {
     let db = rusqlite::Connection::open(dir.join(cloud66_ssl_exporter::DB_FILE)).expect("open db");
-    db.query_row("SELECT value FROM meta WHERE key = 'webhook_token'", [], |r| r.get(0))
-        .expect("token stored")
+    db.query_row(
+        "SELECT value FROM meta WHERE key = 'webhook_token'",
+        [],
+        |r| r.get(0),
+    )
+    .expect("token stored")
 }
 
 #[tokio::test]
@@ -90,9 +103,12 @@ async fn raw_payloads_are_kept() {
     let server = TestServer::start(dir.path()).await;
     assert_eq!(server.post_event(INSTALL_FAIL).await.status, 200);
     server.stop().await;
-    let db = rusqlite::Connection::open(dir.path().join(cloud66_ssl_exporter::DB_FILE)).expect("db");
+    let db =
+        rusqlite::Connection::open(dir.path().join(cloud66_ssl_exporter::DB_FILE)).expect("db");
     let (event_type, payload): (String, String) = db
-        .query_row("SELECT event_type, payload FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT event_type, payload FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("one event");
     assert_eq!(event_type, "ssl_certificate.install.fail");
     assert_eq!(payload, INSTALL_FAIL, "stored byte for byte");
@@ -122,7 +138,13 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
                         break;
                     }
                     let name = format!("r{round}-c{client}-s{seq}");
-                    let body = payload("ssl_certificate.install.ok", 1_700_000_000, 1, &name, json!({}));
+                    let body = payload(
+                        "ssl_certificate.install.ok",
+                        1_700_000_000,
+                        1,
+                        &name,
+                        json!({}),
+                    );
                     match try_request(addr, "POST", "/webhook", &[], body.into_bytes()).await {
                         Ok(reply) if reply.status == 200 => {
                             acknowledged.lock().await.insert(name);
@@ -148,15 +170,25 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
         }
     }
     let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
-    let metrics = request(exporter.addr, "GET", "/metrics", &[], "").await.body;
+    let metrics = request(exporter.addr, "GET", "/metrics", &[], "")
+        .await
+        .body;
     let acknowledged = acknowledged.lock().await;
     let missing: Vec<_> = acknowledged
         .iter()
         .filter(|name| {
-            sample(&metrics, &cert_series("ssl_install_successes_total", "1", name)) != Some(1.0)
+            sample(
+                &metrics,
+                &cert_series("ssl_install_successes_total", "1", name),
+            ) != Some(1.0)
         })
         .collect();
     assert!(acknowledged.len() >= ROUNDS * KILL_AFTER_ACKS);
-    assert!(missing.is_empty(), "{} acknowledged events lost: {:?}", missing.len(), missing);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        missing.len(),
+        missing
+    );
     exporter.kill().await;
 }

@@ -40,10 +40,22 @@ async fn populated_server(dir: &std::path::Path) -> TestServer {
     let events = [
         INSTALL_OK.to_owned(),
         EXPIRE_SOON.to_owned(),
-        payload("ssl_certificate.install.ok", 1_700_000_000, 456, "api", json!({
-            "cert_expiry": "2030-01-01T00:00:00Z", "status": "installed", "lets_encrypt": false})),
-        payload("ssl_certificate.install.fail", 1_700_000_100, 456, "first-failing", json!({
-            "status": 2, "error_message": "DNS \"challenge\" failed\nretry later"})),
+        payload(
+            "ssl_certificate.install.ok",
+            1_700_000_000,
+            456,
+            "api",
+            json!({
+            "cert_expiry": "2030-01-01T00:00:00Z", "status": "installed", "lets_encrypt": false}),
+        ),
+        payload(
+            "ssl_certificate.install.fail",
+            1_700_000_100,
+            456,
+            "first-failing",
+            json!({
+            "status": 2, "error_message": "DNS \"challenge\" failed\nretry later"}),
+        ),
         json!({"timestamp": 1, "event_type": "application.deploy.ok"}).to_string(),
     ];
     for body in &events {
@@ -65,7 +77,10 @@ async fn metrics_match_the_golden_file() {
     }
     let golden = std::fs::read_to_string(golden_path)
         .expect("tests/golden/metrics.txt exists (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(actual, golden, "run with UPDATE_GOLDEN=1 to accept a deliberate change");
+    assert_eq!(
+        actual, golden,
+        "run with UPDATE_GOLDEN=1 to accept a deliberate change"
+    );
 }
 
 /// Runs `promtool check metrics` on `text`; returns its exit code and its findings.
@@ -135,8 +150,14 @@ async fn awkward_label_values_round_trip() {
     let server = TestServer::start(dir.path()).await;
     let name = "quote\" backslash\\ newline\n ünïcødé ✓ 証明書";
     let error = "error with \\\"both\\\" and\na second line";
-    let body = payload("ssl_certificate.install.fail", 5, 77, name, json!({
-        "error_message": error, "server_names": "ü.example,\"q\".example"}));
+    let body = payload(
+        "ssl_certificate.install.fail",
+        5,
+        77,
+        name,
+        json!({
+        "error_message": error, "server_names": "ü.example,\"q\".example"}),
+    );
     assert_eq!(server.post_event(&body).await.status, 200);
     let text = server.metrics().await;
     server.stop().await;
@@ -165,7 +186,10 @@ async fn awkward_label_values_round_trip() {
         values.push(unescape(&after[..end]));
         rest = &after[end + 1..];
     }
-    assert_eq!(values, vec!["77".to_owned(), name.to_owned(), error.to_owned()]);
+    assert_eq!(
+        values,
+        vec!["77".to_owned(), name.to_owned(), error.to_owned()]
+    );
     assert!(text.contains(r#"server_names="ü.example,\"q\".example""#));
     // No expiry is known, so not even the days gauge has a sample to lint.
     let (code, findings) = promtool_check_metrics(&text);

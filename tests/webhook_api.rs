@@ -36,13 +36,22 @@ async fn documented_payloads_update_the_certificate() {
     let s = |metric| sample(&m, &cert_series(metric, "123", "Awesome SSL Certificate"));
     // All three share timestamp 1640995200, so arrival order decides: install.fail came
     // last, and it keeps expire.soon's expiry (2024-02-01).
-    assert_eq!(s("ssl_cert_expiry_timestamp_seconds"), Some(1_706_745_600.0));
+    assert_eq!(
+        s("ssl_cert_expiry_timestamp_seconds"),
+        Some(1_706_745_600.0)
+    );
     assert_eq!(s("ssl_install_successes_total"), Some(1.0));
     assert_eq!(s("ssl_install_failures_total"), Some(1.0));
     assert_eq!(s("ssl_expire_soon_notifications_total"), Some(1.0));
     assert_eq!(s("ssl_cert_install_failing"), Some(1.0));
-    assert_eq!(s("ssl_cert_last_event_timestamp_seconds"), Some(1_640_995_200.0));
-    assert!(s("ssl_cert_days_until_expiry").expect("days") < 0.0, "2024 is past");
+    assert_eq!(
+        s("ssl_cert_last_event_timestamp_seconds"),
+        Some(1_640_995_200.0)
+    );
+    assert!(
+        s("ssl_cert_days_until_expiry").expect("days") < 0.0,
+        "2024 is past"
+    );
     assert!(m.contains(
         r#"ssl_cert_install_error_info{stack="123",name="Awesome SSL Certificate",error="Certificate validation failed"} 1"#
     ));
@@ -59,7 +68,13 @@ async fn documented_payloads_update_the_certificate() {
 #[tokio::test]
 async fn first_seen_failing_has_counters_at_zero_and_no_expiry() {
     let (_dir, server) = server().await;
-    let body = payload(FAIL, 100, 7, "new", json!({"status": "failed", "error_message": "boom"}));
+    let body = payload(
+        FAIL,
+        100,
+        7,
+        "new",
+        json!({"status": "failed", "error_message": "boom"}),
+    );
     assert_eq!(server.post_event(&body).await.status, 200);
     let m = server.metrics().await;
     let s = |metric| sample(&m, &cert_series(metric, "7", "new"));
@@ -67,7 +82,11 @@ async fn first_seen_failing_has_counters_at_zero_and_no_expiry() {
     assert_eq!(s("ssl_install_successes_total"), Some(0.0));
     assert_eq!(s("ssl_expire_soon_notifications_total"), Some(0.0));
     assert_eq!(s("ssl_cert_install_failing"), Some(1.0));
-    assert_eq!(s("ssl_cert_expiry_timestamp_seconds"), None, "unknown expiry is absent");
+    assert_eq!(
+        s("ssl_cert_expiry_timestamp_seconds"),
+        None,
+        "unknown expiry is absent"
+    );
     assert_eq!(s("ssl_cert_days_until_expiry"), None);
     server.stop().await;
 }
@@ -94,7 +113,12 @@ async fn tolerated_variants_are_accepted_and_normalised() {
         assert_eq!(reply.status, 200, "{body}: {}", reply.body);
     }
     let m = server.metrics().await;
-    let expiry = |name| sample(&m, &cert_series("ssl_cert_expiry_timestamp_seconds", "42", name));
+    let expiry = |name| {
+        sample(
+            &m,
+            &cert_series("ssl_cert_expiry_timestamp_seconds", "42", name),
+        )
+    };
     assert_eq!(expiry("v1"), Some(1_893_456_000.0));
     assert_eq!(expiry("v2"), Some(1_893_456_000.0));
     assert_eq!(expiry("v3"), Some(1_000_000.0 + 30.0 * 86_400.0));
@@ -109,7 +133,10 @@ async fn other_event_types_are_acknowledged_and_ignored() {
     let (_dir, server) = server().await;
     let body = json!({"timestamp": 1, "event_type": "stack.redeploy.ok", "stack": {"name": "x"}});
     let reply = server.post_event(&body.to_string()).await;
-    assert_eq!((reply.status, reply.json()), (200, json!({"status": "ignored"})));
+    assert_eq!(
+        (reply.status, reply.json()),
+        (200, json!({"status": "ignored"}))
+    );
     let m = server.metrics().await;
     assert_eq!(received(&m, "other", "ignored"), 1.0);
     assert_eq!(sample(&m, "cloud66_ssl_exporter_certificates"), Some(0.0));
@@ -123,25 +150,42 @@ async fn invalid_payloads_get_400_naming_the_field() {
     let cases = [
         ("{not json", "malformed JSON"),
         ("[1, 2]", "malformed JSON"),
-        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1}}"#,
-            "missing field `ssl_certificate.name`"),
-        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": ""}}"#,
-            "missing field `ssl_certificate.name`"),
-        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"name": "a"}}"#,
-            "missing field `ssl_certificate.stack_id`"),
-        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": "abc", "name": "a"}}"#,
-            "invalid field `ssl_certificate.stack_id`"),
-        (r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": "a", "cert_expiry": "next tuesday"}}"#,
-            "invalid field `ssl_certificate.cert_expiry`"),
-        (r#"{"timestamp": 1, "event_type": "ssl_certificate.expire.soon", "ssl_certificate": {"stack_id": 1, "name": "a", "days_until_expiry": [30]}}"#,
-            "invalid field `ssl_certificate.days_until_expiry`"),
-        (r#"{"event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": "a"}}"#,
-            "missing field `timestamp`"),
+        (
+            r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1}}"#,
+            "missing field `ssl_certificate.name`",
+        ),
+        (
+            r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": ""}}"#,
+            "missing field `ssl_certificate.name`",
+        ),
+        (
+            r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"name": "a"}}"#,
+            "missing field `ssl_certificate.stack_id`",
+        ),
+        (
+            r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": "abc", "name": "a"}}"#,
+            "invalid field `ssl_certificate.stack_id`",
+        ),
+        (
+            r#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": "a", "cert_expiry": "next tuesday"}}"#,
+            "invalid field `ssl_certificate.cert_expiry`",
+        ),
+        (
+            r#"{"timestamp": 1, "event_type": "ssl_certificate.expire.soon", "ssl_certificate": {"stack_id": 1, "name": "a", "days_until_expiry": [30]}}"#,
+            "invalid field `ssl_certificate.days_until_expiry`",
+        ),
+        (
+            r#"{"event_type": "ssl_certificate.install.ok", "ssl_certificate": {"stack_id": 1, "name": "a"}}"#,
+            "missing field `timestamp`",
+        ),
     ];
     for (body, message) in cases {
         let reply = server.post_event(body).await;
         assert_eq!(reply.status, 400, "{body}");
-        let error = reply.json()["error"].as_str().expect("error string").to_owned();
+        let error = reply.json()["error"]
+            .as_str()
+            .expect("error string")
+            .to_owned();
         assert!(error.starts_with(message), "{body}: {error}");
     }
     let m = server.metrics().await;
@@ -172,14 +216,34 @@ async fn too_large_bodies_get_413() {
 #[tokio::test]
 async fn newest_event_wins_and_late_events_are_counted_without_rollback() {
     let (_dir, server) = server().await;
-    let ok = payload(OK, 2_000, 1, "c", json!({"status": "installed", "cert_expiry": "2031-01-01T00:00:00Z"}));
-    let late_fail = payload(FAIL, 1_000, 1, "c", json!({"status": "failed", "error_message": "old"}));
+    let ok = payload(
+        OK,
+        2_000,
+        1,
+        "c",
+        json!({"status": "installed", "cert_expiry": "2031-01-01T00:00:00Z"}),
+    );
+    let late_fail = payload(
+        FAIL,
+        1_000,
+        1,
+        "c",
+        json!({"status": "failed", "error_message": "old"}),
+    );
     assert_eq!(server.post_event(&ok).await.status, 200);
     assert_eq!(server.post_event(&late_fail).await.status, 200);
     let m = server.metrics().await;
     let s = |metric| sample(&m, &cert_series(metric, "1", "c"));
-    assert_eq!(s("ssl_install_failures_total"), Some(1.0), "late event still counted");
-    assert_eq!(s("ssl_cert_install_failing"), Some(0.0), "but does not roll back");
+    assert_eq!(
+        s("ssl_install_failures_total"),
+        Some(1.0),
+        "late event still counted"
+    );
+    assert_eq!(
+        s("ssl_cert_install_failing"),
+        Some(0.0),
+        "but does not roll back"
+    );
     assert_eq!(s("ssl_cert_last_event_timestamp_seconds"), Some(2_000.0));
     assert!(!m.contains("ssl_cert_install_error_info{stack=\"1\""));
     assert!(m.contains(r#"ssl_cert_info{stack="1",name="c",server_names="example.com,www.example.com",lets_encrypt="true",has_intermediate_cert="true",ssl_termination="true",status="installed"} 1"#));
@@ -192,11 +256,20 @@ async fn the_same_delivery_twice_is_counted_once() {
     let first = server.post_event(INSTALL_OK).await;
     // Same fields and values, other key order and white space: the same delivery.
     let value: serde_json::Value = serde_json::from_str(INSTALL_OK).expect("json");
-    let again = server.post_event(&serde_json::to_string_pretty(&value).expect("json")).await;
+    let again = server
+        .post_event(&serde_json::to_string_pretty(&value).expect("json"))
+        .await;
     assert_eq!(first.json(), json!({"status": "accepted"}));
-    assert_eq!((again.status, again.json()), (200, json!({"status": "duplicate"})));
+    assert_eq!(
+        (again.status, again.json()),
+        (200, json!({"status": "duplicate"}))
+    );
     let m = server.metrics().await;
-    let series = cert_series("ssl_install_successes_total", "123", "Awesome SSL Certificate");
+    let series = cert_series(
+        "ssl_install_successes_total",
+        "123",
+        "Awesome SSL Certificate",
+    );
     assert_eq!(sample(&m, &series), Some(1.0));
     assert_eq!(received(&m, OK, "duplicate"), 1.0);
     server.stop().await;
@@ -209,27 +282,68 @@ async fn every_token_form_is_accepted_and_anything_else_is_401() {
     let basic = format!("Basic {}", base64_encode(&format!("cloud66:{TOKEN}")));
     let bearer = format!("Bearer {TOKEN}");
     let accepted = [
-        request(server.addr, "POST", &format!("/webhook/{TOKEN}"), &[], &body(1)).await,
-        request(server.addr, "POST", &format!("/webhook?token={TOKEN}"), &[], &body(2)).await,
-        request(server.addr, "POST", "/webhook", &[("authorization", &bearer)], &body(3)).await,
-        request(server.addr, "POST", "/webhook", &[("authorization", &basic)], &body(4)).await,
+        request(
+            server.addr,
+            "POST",
+            &format!("/webhook/{TOKEN}"),
+            &[],
+            &body(1),
+        )
+        .await,
+        request(
+            server.addr,
+            "POST",
+            &format!("/webhook?token={TOKEN}"),
+            &[],
+            &body(2),
+        )
+        .await,
+        request(
+            server.addr,
+            "POST",
+            "/webhook",
+            &[("authorization", &bearer)],
+            &body(3),
+        )
+        .await,
+        request(
+            server.addr,
+            "POST",
+            "/webhook",
+            &[("authorization", &basic)],
+            &body(4),
+        )
+        .await,
     ];
     for reply in &accepted {
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
     let rejected = [
         request(server.addr, "POST", "/webhook", &[], &body(5)).await,
-        request(server.addr, "POST", "/webhook/wrong-token-0123456789", &[], &body(6)).await,
+        request(
+            server.addr,
+            "POST",
+            "/webhook/wrong-token-0123456789",
+            &[],
+            &body(6),
+        )
+        .await,
         request(server.addr, "POST", "/webhook?token=nope", &[], &body(7)).await,
     ];
     for reply in &rejected {
         assert_eq!(reply.status, 401);
-        assert_eq!(reply.json(), json!({"error": "missing or invalid webhook token"}));
+        assert_eq!(
+            reply.json(),
+            json!({"error": "missing or invalid webhook token"})
+        );
         assert!(reply.header("www-authenticate").contains("Bearer realm="));
     }
     let m = server.metrics().await;
     assert_eq!(received(&m, "other", "unauthorized"), 3.0);
-    assert_eq!(sample(&m, &cert_series("ssl_install_successes_total", "5", "auth")), Some(4.0));
+    assert_eq!(
+        sample(&m, &cert_series("ssl_install_successes_total", "5", "auth")),
+        Some(4.0)
+    );
     server.stop().await;
 }
 
@@ -242,26 +356,46 @@ fn base64_encode(text: &str) -> String {
 async fn unknown_paths_and_methods() {
     let (_dir, server) = server().await;
     let reply = request(server.addr, "GET", "/nope", &[], "").await;
-    assert_eq!((reply.status, reply.json()), (404, json!({"error": "not found"})));
+    assert_eq!(
+        (reply.status, reply.json()),
+        (404, json!({"error": "not found"}))
+    );
     let reply = request(server.addr, "GET", "/webhook", &[], "").await;
-    assert_eq!((reply.status, reply.header("allow")), (405, "POST".to_owned()));
+    assert_eq!(
+        (reply.status, reply.header("allow")),
+        (405, "POST".to_owned())
+    );
     let reply = request(server.addr, "POST", "/metrics", &[], "{}").await;
-    assert_eq!((reply.status, reply.header("allow")), (405, "GET, HEAD".to_owned()));
+    assert_eq!(
+        (reply.status, reply.header("allow")),
+        (405, "GET, HEAD".to_owned())
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn health_readiness_and_landing_page() {
     let (_dir, server) = server().await;
-    assert_eq!(request(server.addr, "GET", "/healthz", &[], "").await.status, 200);
-    assert_eq!(request(server.addr, "GET", "/readyz", &[], "").await.status, 200);
+    assert_eq!(
+        request(server.addr, "GET", "/healthz", &[], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        request(server.addr, "GET", "/readyz", &[], "").await.status,
+        200
+    );
     let page = request(server.addr, "GET", "/", &[], "").await;
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").starts_with("text/html"));
     assert!(page.body.contains("/webhook/&lt;token&gt;"));
     assert!(!page.body.contains(TOKEN), "the page never shows the token");
     let metrics = request(server.addr, "GET", "/metrics", &[], "").await;
-    assert_eq!(metrics.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+    assert_eq!(
+        metrics.header("content-type"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     server.stop().await;
 }
 
@@ -273,11 +407,27 @@ async fn events_that_cannot_be_stored_get_503_and_are_not_counted() {
     server.app.close().await;
     let reply = server.post_event(INSTALL_FAIL).await;
     assert_eq!(reply.status, 503);
-    assert!(reply.json()["error"].as_str().expect("error").starts_with("event not stored"));
-    assert_eq!(request(server.addr, "GET", "/readyz", &[], "").await.status, 503);
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("event not stored")
+    );
+    assert_eq!(
+        request(server.addr, "GET", "/readyz", &[], "").await.status,
+        503
+    );
     let m = server.metrics().await;
-    let series = cert_series("ssl_install_failures_total", "123", "Awesome SSL Certificate");
-    assert_eq!(sample(&m, &series), Some(0.0), "nothing about the event is counted");
+    let series = cert_series(
+        "ssl_install_failures_total",
+        "123",
+        "Awesome SSL Certificate",
+    );
+    assert_eq!(
+        sample(&m, &series),
+        Some(0.0),
+        "nothing about the event is counted"
+    );
     assert_eq!(received(&m, FAIL, "unavailable"), 1.0);
     server.stop().await;
 }

@@ -38,7 +38,10 @@ pub struct TestServer {
 impl TestServer {
     /// Starts on 127.0.0.1:0 with storage in `storage` and authentication by [`TOKEN`].
     pub async fn start(storage: &Path) -> TestServer {
-        Self::start_with(storage, |config| config.auth = WebhookAuth::Token(TOKEN.into())).await
+        Self::start_with(storage, |config| {
+            config.auth = WebhookAuth::Token(TOKEN.into())
+        })
+        .await
     }
 
     /// Starts with the configuration adjusted by `adjust`.

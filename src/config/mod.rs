@@ -1,0 +1,618 @@
+//! Configuration: command-line flags (each with an environment variable), validated into
+//! the ready-to-use settings the rest of the program sees.
+//!
+//! Every flag `--a.b-c` can also be set by `CLOUD66_SSL_EXPORTER_A_B_C`; the flag wins.
+//! All environment reads go through one lookup function, so tests never depend on the
+//! machine's environment: clap parses the arguments with its own `env` support switched
+//! off, then the variables of the flags not given are added as `--flag=value` and the
+//! arguments are parsed again. The `env` attributes stay on the command that renders
+//! `--help`, which therefore documents every variable.
+
+use std::env::VarError;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+/// Program name, used in `--help`, `--version` and at the start of every error line.
+const PROGRAM: &str = "cloud66-ssl-exporter";
+
+/// `--version` text after the program name: crate version and git revision (see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("GIT_REVISION"),
+    ")"
+);
+
+/// Exit code for bad configuration: `EX_USAGE` from BSD `sysexits.h`.
+const EXIT_USAGE: u8 = 64;
+
+/// Generic variable the webhook token is read from when no other token source is set.
+const FALLBACK_TOKEN_ENV: &str = "CLOUD66_WEBHOOK_TOKEN";
+
+/// Largest accepted `--webhook.max-body-bytes` (16 MiB).
+const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Shortest accepted webhook token: shorter ones are guessable.
+const MIN_TOKEN_CHARS: usize = 16;
+
+/// Everything the program needs to run, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Address the HTTP server binds (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// How and how much to log.
+    pub log: LogSettings,
+    /// What the application itself needs.
+    pub app: AppConfig,
+}
+
+/// How and how much to log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Least severe level that is still logged.
+    pub level: tracing::Level,
+    /// Line format of the log on stderr.
+    pub format: LogFormat,
+}
+
+/// Line format of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Pairs of key=value, one event per line (the Prometheus exporters' default).
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What the command line asks for: run with these settings, or print something and exit.
+#[derive(Debug)]
+pub enum CliOutcome {
+    /// Configuration is valid: start the exporter.
+    Run(Settings),
+    /// Help, version or an error: print `output` (to stderr if `to_stderr`) and exit with `code`.
+    Exit {
+        /// Process exit code: 0 for help and version, 64 for bad configuration.
+        code: u8,
+        /// Text to print, without a trailing newline.
+        output: String,
+        /// Whether `output` goes to stderr (errors) rather than stdout.
+        to_stderr: bool,
+    },
+}
+
+/// How webhook calls are authenticated. `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// A token given by the operator (flag, environment or file).
+    Token(String),
+    /// No token configured: load the one stored in the database, or generate and store one.
+    Stored,
+    /// `--webhook.insecure-no-auth`: every webhook call is accepted.
+    Disabled,
+}
+
+impl fmt::Debug for WebhookAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            WebhookAuth::Stored => f.write_str("Stored"),
+            WebhookAuth::Disabled => f.write_str("Disabled"),
+        }
+    }
+}
+
+/// The settings the application itself needs (everything but listening and logging).
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// Directory of the embedded database (created if missing).
+    pub storage_path: PathBuf,
+    /// Path that serves metrics, starting with `/`.
+    pub telemetry_path: String,
+    /// How webhook calls are authenticated.
+    pub auth: WebhookAuth,
+    /// Largest accepted webhook body; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl AppConfig {
+    /// Defaults for everything but the storage directory (what tests start from).
+    pub fn new(storage_path: impl Into<PathBuf>) -> Self {
+        AppConfig {
+            storage_path: storage_path.into(),
+            telemetry_path: "/metrics".to_owned(),
+            auth: WebhookAuth::Stored,
+            max_body_bytes: 65_536,
+        }
+    }
+}
+
+/// The raw flags, as clap parses them; `validate` turns them into `Settings`.
+#[derive(Debug, Parser)]
+#[command(name = PROGRAM, bin_name = PROGRAM, version = VERSION)]
+#[command(about = "Turns Cloud66 SSL-certificate webhooks into durable Prometheus metrics.")]
+struct Cli {
+    /// Address to listen on: :PORT (all IPv4 interfaces), HOST:PORT or [IPv6]:PORT
+    #[arg(
+        long = "web.listen-address",
+        env = "CLOUD66_SSL_EXPORTER_WEB_LISTEN_ADDRESS",
+        value_name = "ADDRESS",
+        default_value = ":10066"
+    )]
+    listen_address: String,
+
+    /// Path under which metrics are served
+    #[arg(
+        long = "web.telemetry-path",
+        env = "CLOUD66_SSL_EXPORTER_WEB_TELEMETRY_PATH",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
+    telemetry_path: String,
+
+    /// Directory of the embedded database (created if missing)
+    #[arg(
+        long = "storage.path",
+        env = "CLOUD66_SSL_EXPORTER_STORAGE_PATH",
+        value_name = "DIR",
+        default_value = "./data"
+    )]
+    storage_path: PathBuf,
+
+    /// Secret that webhook URLs must carry: at least 16 of A-Z a-z 0-9 . _ ~ - (also read from CLOUD66_WEBHOOK_TOKEN). Without any token, one is generated and stored
+    #[arg(
+        long = "webhook.token",
+        env = "CLOUD66_SSL_EXPORTER_WEBHOOK_TOKEN",
+        value_name = "TOKEN"
+    )]
+    webhook_token: Option<String>,
+
+    /// File holding the webhook token (trailing whitespace is ignored)
+    #[arg(
+        long = "webhook.token-file",
+        env = "CLOUD66_SSL_EXPORTER_WEBHOOK_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    webhook_token_file: Option<PathBuf>,
+
+    /// Accept webhook calls without any token
+    #[arg(
+        long = "webhook.insecure-no-auth",
+        env = "CLOUD66_SSL_EXPORTER_WEBHOOK_INSECURE_NO_AUTH",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
+    webhook_insecure_no_auth: bool,
+
+    /// Largest accepted webhook body in bytes, 1 to 16777216; larger bodies get 413
+    #[arg(
+        long = "webhook.max-body-bytes",
+        env = "CLOUD66_SSL_EXPORTER_WEBHOOK_MAX_BODY_BYTES",
+        value_name = "BYTES",
+        default_value = "65536"
+    )]
+    webhook_max_body_bytes: u64,
+
+    /// Least severe level that is logged
+    #[arg(
+        long = "log.level",
+        env = "CLOUD66_SSL_EXPORTER_LOG_LEVEL",
+        value_name = "LEVEL",
+        value_enum,
+        default_value = "info"
+    )]
+    log_level: LevelArg,
+
+    /// Format of log lines on stderr
+    #[arg(
+        long = "log.format",
+        env = "CLOUD66_SSL_EXPORTER_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "logfmt"
+    )]
+    log_format: LogFormat,
+}
+
+/// `--log.level` values (a subset of `tracing::Level`, which is not a `ValueEnum`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LevelArg {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Normal operation: startup, shutdown, accepted and rejected webhooks.
+    Info,
+    /// Everything, for troubleshooting.
+    Debug,
+}
+
+impl From<LevelArg> for tracing::Level {
+    fn from(level: LevelArg) -> Self {
+        match level {
+            LevelArg::Error => tracing::Level::ERROR,
+            LevelArg::Warn => tracing::Level::WARN,
+            LevelArg::Info => tracing::Level::INFO,
+            LevelArg::Debug => tracing::Level::DEBUG,
+        }
+    }
+}
+
+/// A flag whose value came from its environment variable rather than the command line.
+#[derive(Debug)]
+struct EnvValue {
+    /// Long flag name without the leading dashes, e.g. `web.listen-address`.
+    flag: String,
+    /// Variable the value was read from.
+    var: String,
+    /// The value itself.
+    value: String,
+}
+
+impl EnvValue {
+    /// The value as a command-line argument, so clap parses it like a flag.
+    fn as_arg(&self) -> OsString {
+        format!("--{}={}", self.flag, self.value).into()
+    }
+}
+
+/// Parsed flags plus where they came from (to name the right source in errors).
+struct Parsed {
+    /// The flags.
+    cli: Cli,
+    /// Flags that were filled from the environment.
+    from_env: Vec<EnvValue>,
+}
+
+impl Parsed {
+    /// How errors name a flag: `--flag`, or `--flag (from VAR)` when the environment set it.
+    fn name(&self, flag: &str) -> String {
+        match self.from_env.iter().find(|e| e.flag == flag) {
+            Some(e) => format!("--{flag} (from {})", e.var),
+            None => format!("--{flag}"),
+        }
+    }
+}
+
+/// A configuration value that parses but is not acceptable.
+#[derive(Debug, PartialEq, Eq)]
+struct ConfigError {
+    /// The setting at fault, as the operator wrote it (see `Parsed::name`).
+    setting: String,
+    /// Why it is rejected, one line.
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error about `setting`.
+    fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses and validates the process arguments and environment.
+pub fn from_args() -> CliOutcome {
+    // The lookup below cannot tell "unset" from "not UTF-8"; refuse the latter loudly.
+    for var in env_vars() {
+        if let Err(VarError::NotUnicode(_)) = std::env::var(&var) {
+            return usage_error(&format!("error: {var}: value is not valid UTF-8"));
+        }
+    }
+    from_iter(std::env::args_os(), |var| std::env::var(var).ok())
+}
+
+/// Same from explicit arguments (the first is the program name) and an environment lookup.
+pub fn from_iter<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> CliOutcome
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if args.is_empty() {
+        args.push(PROGRAM.into());
+    }
+    let parsed = match parse(&args, &env) {
+        Ok(parsed) => parsed,
+        Err(exit) => return *exit,
+    };
+    match validate(parsed, &env) {
+        Ok(settings) => CliOutcome::Run(settings),
+        Err(e) => usage_error(&format!("error: {e}")),
+    }
+}
+
+/// The command with its `env` attributes, used to render `--help`. Values are hidden so
+/// that help never prints a token and does not depend on the environment.
+fn documented_command() -> Command {
+    Cli::command().mut_args(|arg| arg.hide_env_values(true))
+}
+
+/// The command without `env` attributes, so that clap never reads the process environment.
+fn bare_command() -> Command {
+    Cli::command().mut_args(|arg| arg.env(None::<&'static str>))
+}
+
+/// Every environment variable the configuration reads.
+fn env_vars() -> Vec<String> {
+    let command = documented_command();
+    let flags = command.get_arguments().filter_map(|arg| arg.get_env());
+    let mut vars: Vec<String> = flags.map(|v| v.to_string_lossy().into_owned()).collect();
+    vars.push(FALLBACK_TOKEN_ENV.to_owned());
+    vars
+}
+
+/// Parses the arguments, then adds the variables of the flags not given and parses again.
+/// The error is the exit to take (boxed: it is much larger than `Parsed`).
+fn parse(
+    args: &[OsString],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Parsed, Box<CliOutcome>> {
+    let given = bare_command()
+        .try_get_matches_from(args)
+        .map_err(|e| Box::new(clap_exit(&e, args)))?;
+    let mut from_env = Vec::new();
+    for arg in documented_command().get_arguments() {
+        let (Some(flag), Some(var)) = (arg.get_long(), arg.get_env().and_then(OsStr::to_str))
+        else {
+            continue;
+        };
+        if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            continue;
+        }
+        // An empty variable counts as unset, as container tooling often passes `VAR=`.
+        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            let (flag, var) = (flag.to_owned(), var.to_owned());
+            from_env.push(EnvValue { flag, var, value });
+        }
+    }
+    let matches = bare_command()
+        .try_get_matches_from(with_env_args(args, &from_env))
+        .map_err(|e| Box::new(env_error(&e, args, &from_env)))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(clap_exit(&e, args)))?;
+    Ok(Parsed { cli, from_env })
+}
+
+/// `args` with the environment's values inserted after the program name (before any `--`).
+fn with_env_args(args: &[OsString], from_env: &[EnvValue]) -> Vec<OsString> {
+    let (program, rest) = args.split_at(1);
+    let env_args = from_env.iter().map(EnvValue::as_arg);
+    program
+        .iter()
+        .cloned()
+        .chain(env_args)
+        .chain(rest.iter().cloned())
+        .collect()
+}
+
+/// A parse error caused by an environment value, naming the variable at fault.
+fn env_error(error: &clap::Error, args: &[OsString], from_env: &[EnvValue]) -> CliOutcome {
+    let culprit = from_env.iter().find(|value| {
+        let one = with_env_args(args, std::slice::from_ref(value));
+        bare_command().try_get_matches_from(one).is_err()
+    });
+    match culprit {
+        Some(value) => usage_error(&format!("{} (from {})", first_line(error), value.var)),
+        None => clap_exit(error, args),
+    }
+}
+
+/// What to do on a clap "error": print help or version, or report a usage error.
+fn clap_exit(error: &clap::Error, args: &[OsString]) -> CliOutcome {
+    let output = match error.kind() {
+        // Render help again from the command that still documents the variables.
+        ErrorKind::DisplayHelp => match documented_command().try_get_matches_from(args) {
+            Err(documented) if documented.kind() == ErrorKind::DisplayHelp => {
+                documented.to_string()
+            }
+            _ => error.to_string(),
+        },
+        ErrorKind::DisplayVersion => error.to_string(),
+        _ => return usage_error(&first_line(error)),
+    };
+    CliOutcome::Exit {
+        code: 0,
+        output: output.trim_end().to_owned(),
+        to_stderr: false,
+    }
+}
+
+/// The first line of a clap error, e.g. `error: unexpected argument '--foo' found`.
+fn first_line(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    match rendered.lines().next() {
+        Some(line) if !line.is_empty() => line.to_owned(),
+        _ => "error: invalid arguments".to_owned(),
+    }
+}
+
+/// Exit 64 with `line` (prefixed with the program name) on stderr.
+fn usage_error(line: &str) -> CliOutcome {
+    CliOutcome::Exit {
+        code: EXIT_USAGE,
+        output: format!("{PROGRAM}: {line}"),
+        to_stderr: true,
+    }
+}
+
+/// Turns parsed flags into settings, or the first reason they are unacceptable.
+fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    let cli = &parsed.cli;
+    let listen = listen_address(&cli.listen_address)
+        .map_err(|reason| ConfigError::new(parsed.name("web.listen-address"), reason))?;
+    telemetry_path(&cli.telemetry_path)
+        .map_err(|reason| ConfigError::new(parsed.name("web.telemetry-path"), reason))?;
+    let max_body_bytes = max_body_bytes(cli.webhook_max_body_bytes)
+        .map_err(|reason| ConfigError::new(parsed.name("webhook.max-body-bytes"), reason))?;
+    let auth = webhook_auth(&parsed, env)?;
+    Ok(Settings {
+        listen,
+        log: LogSettings {
+            level: cli.log_level.into(),
+            format: cli.log_format,
+        },
+        app: AppConfig {
+            storage_path: cli.storage_path.clone(),
+            telemetry_path: cli.telemetry_path.clone(),
+            auth,
+            max_body_bytes,
+        },
+    })
+}
+
+/// Parses `:PORT`, `HOST:PORT` or `[IPv6]:PORT`; host names resolve to their first address.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let shape = || format!("{text:?} is not :PORT, HOST:PORT or [IPv6]:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+    let port: u16 = port.parse().map_err(|_| shape())?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    if host.contains([':', '[', ']']) {
+        return Err(shape());
+    }
+    let mut addresses = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {}", one_line(&e.to_string())))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
+/// Checks that the metrics path is a plain path no other endpoint uses.
+fn telemetry_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with \"/\""));
+    }
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Err(format!("{path:?} must not contain spaces, \"?\" or \"#\""));
+    }
+    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let user = match path {
+        "/" => Some("the landing page"),
+        "/healthz" | "/readyz" => Some("the health checks"),
+        _ if under("/webhook") => Some("webhook calls"),
+        _ if under("/api") => Some("the API"),
+        _ => None,
+    };
+    match user {
+        Some(user) => Err(format!("{path:?} is reserved for {user}")),
+        None => Ok(()),
+    }
+}
+
+/// Checks the body limit and converts it for the HTTP layer.
+fn max_body_bytes(bytes: u64) -> Result<usize, String> {
+    match usize::try_from(bytes) {
+        Ok(limit) if (1..=MAX_BODY_LIMIT).contains(&bytes) => Ok(limit),
+        _ => Err(format!("must be from 1 to {MAX_BODY_LIMIT}, got {bytes}")),
+    }
+}
+
+/// Chooses the webhook authentication from the token sources; at most one may be set.
+fn webhook_auth(
+    parsed: &Parsed,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<WebhookAuth, ConfigError> {
+    let cli = &parsed.cli;
+    let given = match &cli.webhook_token {
+        Some(token) => Some((parsed.name("webhook.token"), token.clone())),
+        None => env(FALLBACK_TOKEN_ENV)
+            .filter(|token| !token.is_empty())
+            .map(|token| {
+                (
+                    format!("--webhook.token (from {FALLBACK_TOKEN_ENV})"),
+                    token,
+                )
+            }),
+    };
+    let file = cli.webhook_token_file.as_deref();
+    let file_name = parsed.name("webhook.token-file");
+    if let (Some((token_name, _)), Some(_)) = (&given, file) {
+        let reason = format!("cannot be combined with {token_name}; give at most one");
+        return Err(ConfigError::new(file_name, reason));
+    }
+    let any_token = given.as_ref().map(|(name, _)| name.clone());
+    if let Some(token_name) = any_token.or(file.map(|_| file_name.clone()))
+        && cli.webhook_insecure_no_auth
+    {
+        let reason = format!("cannot be combined with {token_name}");
+        return Err(ConfigError::new(
+            parsed.name("webhook.insecure-no-auth"),
+            reason,
+        ));
+    }
+    if let Some((name, token)) = given {
+        check_token(&token).map_err(|reason| ConfigError::new(name, reason))?;
+        return Ok(WebhookAuth::Token(token));
+    }
+    if let Some(path) = file {
+        let token = read_token_file(path).map_err(|reason| ConfigError::new(file_name, reason))?;
+        return Ok(WebhookAuth::Token(token));
+    }
+    match cli.webhook_insecure_no_auth {
+        true => Ok(WebhookAuth::Disabled),
+        false => Ok(WebhookAuth::Stored),
+    }
+}
+
+/// Reads and checks the token in `path`, without trailing whitespace.
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {path:?}: {}", one_line(&e.to_string())))?;
+    let token = text.trim_end();
+    check_token(token).map_err(|reason| format!("the token in {path:?} {reason}"))?;
+    Ok(token.to_owned())
+}
+
+/// A token travels in the URL path, so it must be long and use only unreserved characters.
+/// Reasons never quote the token: it is a secret.
+fn check_token(token: &str) -> Result<(), String> {
+    let length = token.chars().count();
+    if length < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "must be at least {MIN_TOKEN_CHARS} characters long, got {length}"
+        ));
+    }
+    let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
+    match token.chars().position(|c| !unreserved(c)) {
+        Some(index) => Err(format!(
+            "must contain only A-Z a-z 0-9 . _ ~ - (character {} does not)",
+            index + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `text` on one line, as every error message must be.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,74 @@
+//! The `cloud66-ssl-exporter` binary: configuration, logging, storage, listener, `run`.
+//! Everything else lives in the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use cloud66_ssl_exporter::config::{self, CliOutcome, Settings};
+use cloud66_ssl_exporter::signal::shutdown_signal;
+use cloud66_ssl_exporter::{App, logging, run};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+/// Exits 0 after a clean shutdown, 64 on bad configuration and 1 when starting fails.
+fn main() -> ExitCode {
+    let settings = match config::from_args() {
+        CliOutcome::Run(settings) => settings,
+        CliOutcome::Exit {
+            code,
+            output,
+            to_stderr,
+        } => {
+            // Ignore write errors: with `--help | head` stdout may be closed already.
+            let _ = match to_stderr {
+                true => writeln!(std::io::stderr(), "{output}"),
+                false => writeln!(std::io::stdout(), "{output}"),
+            };
+            return ExitCode::from(code);
+        }
+    };
+    logging::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(settings))
+}
+
+/// Opens the store, binds the listener and serves until a shutdown signal.
+async fn serve(settings: Settings) -> ExitCode {
+    let app = match App::open(settings.app).await {
+        Ok(app) => app,
+        Err(e) => {
+            error!(error = %e, "cannot open storage");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(settings.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(error = %e, address = %settings.listen, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(address) => info!(address = %address, "listening"),
+        Err(e) => {
+            error!(error = %e, "cannot read the listening address");
+            return ExitCode::FAILURE;
+        }
+    }
+    match run(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
