@@ -11,6 +11,7 @@
 //! ([`HttpError::into_response`]).
 
 use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -48,26 +49,21 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// The status this error is answered with.
+    fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
     /// The one place errors become statuses and JSON bodies.
     pub fn into_response(self) -> HttpResponse {
-        let (status, message) = match &self {
-            HttpError::NotFound => (StatusCode::NOT_FOUND, "not found".to_owned()),
-            HttpError::MethodNotAllowed(allow) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("method not allowed; allowed: {allow}"),
-            ),
-            HttpError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "missing or invalid webhook token".to_owned(),
-            ),
-            HttpError::PayloadTooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body exceeds {limit} bytes"),
-            ),
-            HttpError::BadRequest(reason) => (StatusCode::BAD_REQUEST, reason.clone()),
-            HttpError::Unavailable(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason.clone()),
-        };
-        let mut response = json_response(status, &json!({ "error": message }));
+        let mut response = json_response(self.status(), &json!({ "error": self.to_string() }));
         let headers = response.headers_mut();
         match self {
             HttpError::MethodNotAllowed(allow) => {
@@ -103,6 +99,18 @@ impl HttpError {
     }
 }
 
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::NotFound => f.write_str("not found"),
+            HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed; allowed: {allow}"),
+            HttpError::Unauthorized => f.write_str("missing or invalid webhook token"),
+            HttpError::PayloadTooLarge(limit) => write!(f, "body exceeds {limit} bytes"),
+            HttpError::BadRequest(reason) | HttpError::Unavailable(reason) => f.write_str(reason),
+        }
+    }
+}
+
 fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
     response(status, "application/json", body.to_string().into_bytes())
 }
@@ -124,7 +132,7 @@ pub async fn handle(
 ) -> Result<HttpResponse, Infallible> {
     let method = request.method().clone();
     let logged_path = redact(request.uri().path(), request.uri().query());
-    let response = route(&app, request)
+    let response = route(&app, peer, request)
         .await
         .unwrap_or_else(HttpError::into_response);
     tracing::debug!(%peer, %method, path = %logged_path, status = response.status().as_u16(), "request");
@@ -132,15 +140,19 @@ pub async fn handle(
 }
 
 /// Routing: one match on method and path.
-async fn route(app: &App, request: Request<Incoming>) -> Result<HttpResponse, HttpError> {
+async fn route(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, HttpError> {
     let path = request.uri().path().to_owned();
     let get = matches!(*request.method(), Method::GET | Method::HEAD);
     let post = *request.method() == Method::POST;
     match path.as_str() {
-        "/webhook" if post => Ok(webhook(app, request, None).await),
+        "/webhook" if post => Ok(webhook(app, peer, request, None).await),
         p if post && p.starts_with("/webhook/") => {
             let token = p["/webhook/".len()..].to_owned();
-            Ok(webhook(app, request, Some(&token)).await)
+            Ok(webhook(app, peer, request, Some(&token)).await)
         }
         p if p == "/webhook" || p.starts_with("/webhook/") => {
             Err(HttpError::MethodNotAllowed("POST"))
@@ -183,7 +195,12 @@ async fn readyz(app: &App) -> Result<HttpResponse, HttpError> {
 }
 
 /// Handles a webhook call and counts it under its event type and result.
-async fn webhook(app: &App, request: Request<Incoming>, path_token: Option<&str>) -> HttpResponse {
+async fn webhook(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    path_token: Option<&str>,
+) -> HttpResponse {
     let mut event_type = OTHER_EVENT_TYPE;
     let outcome = receive(app, request, path_token, &mut event_type).await;
     let result = match &outcome {
@@ -201,10 +218,10 @@ async fn webhook(app: &App, request: Request<Incoming>, path_token: Option<&str>
         Ok(result) => json_response(StatusCode::OK, &json!({ "status": result.as_str() })),
         Err(error) => {
             match &error {
-                HttpError::Unavailable(reason) => {
-                    tracing::error!(%reason, event_type, "webhook not stored")
+                HttpError::Unavailable(_) => {
+                    tracing::error!(%peer, %error, event_type, "webhook not stored")
                 }
-                other => tracing::warn!(error = ?other, event_type, "webhook rejected"),
+                _ => tracing::warn!(%peer, %error, event_type, "webhook rejected"),
             }
             error.into_response()
         }
@@ -232,18 +249,30 @@ async fn receive(
         HttpError::BadRequest(error.to_string())
     })?;
     match delivery {
-        Delivery::Other { .. } => Ok(WebhookResult::Ignored),
+        Delivery::Other { event_type } => {
+            tracing::debug!(event_type, "webhook ignored: not an SSL event");
+            Ok(WebhookResult::Ignored)
+        }
         Delivery::Ssl { event, digest } => {
             *event_type = event.kind.event_type();
+            let (stack, name) = (event.stack.clone(), event.name.clone());
             let recorded = app
                 .store()
                 .record(event, digest, body, received_at)
                 .await
                 .map_err(|e| HttpError::Unavailable(format!("event not stored: {e}")))?;
-            Ok(match recorded {
+            let result = match recorded {
                 Recorded::Accepted => WebhookResult::Accepted,
                 Recorded::Duplicate => WebhookResult::Duplicate,
-            })
+            };
+            tracing::info!(
+                event_type,
+                stack,
+                name,
+                result = result.as_str(),
+                "webhook received"
+            );
+            Ok(result)
         }
     }
 }

@@ -99,13 +99,11 @@ async fn logs_of(storage: &std::path::Path, args: &[&str], token_path: Option<&s
             .expect("still running");
         log.push_str(&line);
         log.push('\n');
-        if let Some(address) = line
+        let address = line
             .split_whitespace()
-            .find_map(|f| f.strip_prefix("address="))
-        {
-            if line.contains("message=listening") {
-                break address.parse::<std::net::SocketAddr>().expect("address");
-            }
+            .find_map(|f| f.strip_prefix("address="));
+        if let (true, Some(address)) = (line.contains("message=listening"), address) {
+            break address.parse::<std::net::SocketAddr>().expect("address");
         }
     };
     if let Some(path) = token_path {
