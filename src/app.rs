@@ -90,8 +90,13 @@ impl App {
             metrics.set_last_webhook(at);
         }
         let state = Arc::new(State::new(certificates));
-        let store = Store::start(db, Arc::clone(&state), metrics.storage.clone())
-            .map_err(StartError::Thread)?;
+        let store = Store::start(
+            db,
+            Arc::clone(&state),
+            metrics.storage.clone(),
+            config.max_certificates,
+        )
+        .map_err(StartError::Thread)?;
         Ok(App {
             inner: Arc::new(Inner {
                 config,

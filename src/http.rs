@@ -6,6 +6,8 @@
 //! - `GET /healthz`: the process is alive.
 //! - `GET /readyz`: the database is open and accepts a committed write.
 //! - `GET /`: a small page saying what this is and how to configure Cloud66.
+//! - `DELETE /api/v1/certificates/<stack>/<name>`: forget a decommissioned certificate
+//!   and its series (token required; `<name>` percent-encoded).
 //!
 //! Every failure is an [`HttpError`], turned into a status and a JSON body in one place
 //! ([`HttpError::into_response`]).
@@ -19,13 +21,14 @@ use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use crate::app::App;
 use crate::auth::redact;
 use crate::event::{Delivery, EventKind};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, OTHER_EVENT_TYPE, WebhookResult};
-use crate::store::Recorded;
+use crate::store::{Forgotten, Recorded};
 use crate::{page, webhook};
 
 /// The response type of every handler.
@@ -44,6 +47,10 @@ pub enum HttpError {
     PayloadTooLarge(usize),
     /// 400: the body could not be read or is not an acceptable event.
     BadRequest(String),
+    /// 408: the body did not arrive in time.
+    BodyTimeout,
+    /// 422: a new certificate while `--storage.max-certificates` are tracked.
+    OverLimit(usize),
     /// 503: the event could not be made durable, or storage is not ready.
     Unavailable(String),
 }
@@ -57,6 +64,8 @@ impl HttpError {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::OverLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -92,9 +101,11 @@ impl HttpError {
             HttpError::Unauthorized => WebhookResult::Unauthorized,
             HttpError::PayloadTooLarge(_) => WebhookResult::TooLarge,
             HttpError::Unavailable(_) => WebhookResult::Unavailable,
-            HttpError::NotFound | HttpError::MethodNotAllowed(_) | HttpError::BadRequest(_) => {
-                WebhookResult::Invalid
-            }
+            HttpError::OverLimit(_) => WebhookResult::OverLimit,
+            HttpError::NotFound
+            | HttpError::MethodNotAllowed(_)
+            | HttpError::BadRequest(_)
+            | HttpError::BodyTimeout => WebhookResult::Invalid,
         }
     }
 }
@@ -106,6 +117,13 @@ impl fmt::Display for HttpError {
             HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed; allowed: {allow}"),
             HttpError::Unauthorized => f.write_str("missing or invalid webhook token"),
             HttpError::PayloadTooLarge(limit) => write!(f, "body exceeds {limit} bytes"),
+            HttpError::BodyTimeout => f.write_str("the body did not arrive in time"),
+            HttpError::OverLimit(max) => write!(
+                f,
+                "certificate limit reached: {max} certificates are tracked \
+                 (--storage.max-certificates); delete decommissioned ones with \
+                 DELETE /api/v1/certificates/<stack>/<name>"
+            ),
             HttpError::BadRequest(reason) | HttpError::Unavailable(reason) => f.write_str(reason),
         }
     }
@@ -157,6 +175,13 @@ async fn route(
         p if p == "/webhook" || p.starts_with("/webhook/") => {
             Err(HttpError::MethodNotAllowed("POST"))
         }
+        p if p.starts_with(CERTIFICATES_API) => {
+            if *request.method() != Method::DELETE {
+                return Err(HttpError::MethodNotAllowed("DELETE"));
+            }
+            let rest = p[CERTIFICATES_API.len()..].to_owned();
+            forget(app, peer, &request, &rest).await
+        }
         p if p == app.config().telemetry_path && get => Ok(metrics(app)),
         "/healthz" if get => Ok(response(
             StatusCode::OK,
@@ -176,6 +201,51 @@ async fn route(
     }
 }
 
+/// Prefix of the certificate API; the rest of the path is `<stack>/<name>`.
+const CERTIFICATES_API: &str = "/api/v1/certificates/";
+
+/// `DELETE /api/v1/certificates/<stack>/<name>`: forgets a certificate and its series.
+async fn forget(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    rest: &str,
+) -> Result<HttpResponse, HttpError> {
+    if !app
+        .auth()
+        .allows(None, request.uri().query(), request.headers())
+    {
+        tracing::warn!(%peer, "certificate deletion rejected: missing or invalid token");
+        return Err(HttpError::Unauthorized);
+    }
+    let (stack, name) = rest.split_once('/').ok_or(HttpError::NotFound)?;
+    let decode = |part: &str| {
+        percent_decode_str(part)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| HttpError::BadRequest(format!("{part:?} is not percent-encoded UTF-8")))
+    };
+    let (stack, name) = (decode(stack)?, decode(name)?);
+    if stack.is_empty() || name.is_empty() {
+        return Err(HttpError::NotFound);
+    }
+    let forgotten = app
+        .store()
+        .forget(stack.clone(), name.clone())
+        .await
+        .map_err(|e| HttpError::Unavailable(format!("certificate not deleted: {e}")))?;
+    match forgotten {
+        Forgotten::Removed => {
+            tracing::info!(%peer, stack, name, "certificate deleted");
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "status": "deleted" }),
+            ))
+        }
+        Forgotten::Unknown => Err(HttpError::NotFound),
+    }
+}
+
 fn metrics(app: &App) -> HttpResponse {
     let certs = app.state().snapshot();
     let body = app.metrics().render(&certs, now());
@@ -184,7 +254,7 @@ fn metrics(app: &App) -> HttpResponse {
 
 async fn readyz(app: &App) -> Result<HttpResponse, HttpError> {
     app.store()
-        .probe()
+        .probe(app.config().max_body_bytes)
         .await
         .map_err(|e| HttpError::Unavailable(format!("storage is not writable: {e}")))?;
     Ok(response(
@@ -243,7 +313,13 @@ async fn receive(
         return Err(HttpError::Unauthorized);
     }
     let received_at = now();
-    let body = read_body(request, app.config().max_body_bytes).await?;
+    let limits = app.config();
+    let body = tokio::time::timeout(
+        limits.timeouts.body_read,
+        read_body(request, limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| HttpError::BodyTimeout)??;
     let delivery = webhook::parse(&body).map_err(|error| {
         *event_type = known_event_type(&body);
         HttpError::BadRequest(error.to_string())
@@ -264,6 +340,9 @@ async fn receive(
             let result = match recorded {
                 Recorded::Accepted => WebhookResult::Accepted,
                 Recorded::Duplicate => WebhookResult::Duplicate,
+                Recorded::OverLimit => {
+                    return Err(HttpError::OverLimit(app.config().max_certificates));
+                }
             };
             tracing::info!(
                 event_type,

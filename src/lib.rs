@@ -8,7 +8,7 @@
 //! - `store`: the embedded database and its group-committing writer thread.
 //! - [`metrics`]: the self-metrics registry and the scrape body; `exposition` writes
 //!   the per-certificate families.
-//! - `auth`: webhook token checks and redaction; `http`: routing and handlers; `page`:
+//! - [`tls`]: HTTPS certificate loading; `auth`: webhook token checks and redaction; `http`: routing and handlers; `page`:
 //!   the landing page.
 //! - `server`: the accept loop and graceful shutdown ([`run`]); [`signal`]: the
 //!   shutdown signals; [`logging`]: log output.
@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod signal;
 pub mod state;
+pub mod tls;
 pub mod webhook;
 
 mod app;

@@ -33,6 +33,8 @@ pub enum WebhookResult {
     TooLarge,
     /// The event could not be committed to storage.
     Unavailable,
+    /// A new certificate beyond `--storage.max-certificates`.
+    OverLimit,
 }
 
 impl WebhookResult {
@@ -46,6 +48,7 @@ impl WebhookResult {
             WebhookResult::Invalid => "invalid",
             WebhookResult::TooLarge => "too_large",
             WebhookResult::Unavailable => "unavailable",
+            WebhookResult::OverLimit => "over_limit",
         }
     }
 }
@@ -145,7 +148,7 @@ impl Metrics {
     fn create_expected_series(&self) {
         use WebhookResult::*;
         for kind in EventKind::ALL {
-            for result in [Accepted, Duplicate, Invalid, Unavailable] {
+            for result in [Accepted, Duplicate, Invalid, Unavailable, OverLimit] {
                 self.webhooks
                     .with_label_values(&[kind.event_type(), result.as_str()]);
             }

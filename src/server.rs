@@ -1,23 +1,27 @@
-//! The accept loop and graceful shutdown.
+//! The accept loop, connection limits, TLS, and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::http::handle;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How long shutdown waits for in-flight requests before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Largest request head (request line and headers); larger ones get 431.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (up to a grace period), and commits and closes storage.
@@ -28,24 +32,28 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     announce_generated_token(&app, local);
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    let tls = app
+        .config()
+        .tls
+        .as_ref()
+        .map(|tls| TlsAcceptor::from(Arc::clone(&tls.server)));
+    let slots = Arc::new(Semaphore::new(app.config().max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
+        // Take a connection slot first: past the limit, clients wait in the backlog.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // the semaphore is never closed
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let app = app.clone();
-                    let service = service_fn(move |request| handle(app.clone(), peer, request));
-                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
-                        }
-                    });
+                    let connection = Connection { app: app.clone(), peer, slot, watcher: graceful.watcher() };
+                    tokio::spawn(connection.serve(stream, tls.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -69,6 +77,56 @@ pub async fn run(
     Ok(())
 }
 
+/// One accepted connection and what it holds until it closes.
+struct Connection {
+    /// The application serving its requests.
+    app: App,
+    /// The client, for logs.
+    peer: SocketAddr,
+    /// Its place under `--web.max-connections`, released on drop.
+    slot: OwnedSemaphorePermit,
+    /// Lets shutdown wait for the requests in flight.
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Completes the TLS handshake if configured, then serves HTTP/1.1 requests.
+    async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        let Some(tls) = tls else {
+            return self.serve_http(stream).await;
+        };
+        let timeout = self.app.config().timeouts.tls_handshake;
+        match tokio::time::timeout(timeout, tls.accept(stream)).await {
+            Ok(Ok(stream)) => self.serve_http(stream).await,
+            Ok(Err(error)) => tracing::debug!(peer = %self.peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve_http<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            app,
+            peer,
+            slot,
+            watcher,
+        } = self;
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(app.config().timeouts.header_read)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        let service = service_fn(move |request| handle(app.clone(), peer, request));
+        let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+        drop(slot);
+    }
+}
+
 /// Logs the ready-to-paste webhook URL once, when this start generated the token. This
 /// is the only time a token is ever logged.
 fn announce_generated_token(app: &App, local: SocketAddr) {
@@ -78,9 +136,14 @@ fn announce_generated_token(app: &App, local: SocketAddr) {
         } else {
             local.ip().to_string()
         };
+        let scheme = if app.config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!(
-            url = %format!("http://{host}:{}/webhook/{token}", local.port()),
-            "generated a webhook token (stored in the database); paste this URL into the Cloud66 webhook settings (use https:// if TLS terminates in front)"
+            url = %format!("{scheme}://{host}:{}/webhook/{token}", local.port()),
+            "generated a webhook token (stored in the database); paste this URL into the Cloud66 webhook settings"
         );
     }
 }

@@ -130,12 +130,19 @@ impl State {
         map.get(&(stack.to_owned(), name.to_owned())).cloned()
     }
 
-    /// Makes committed certificate states visible.
-    pub fn publish(&self, updated: impl IntoIterator<Item = Certificate>) {
-        let updated: Vec<_> = updated.into_iter().map(Arc::new).collect();
+    /// Makes committed changes visible: a certificate's new state, or `None` for one
+    /// that was removed.
+    pub fn apply(&self, changes: impl IntoIterator<Item = (CertKey, Option<Certificate>)>) {
+        let changes: Vec<_> = changes
+            .into_iter()
+            .map(|(key, cert)| (key, cert.map(Arc::new)))
+            .collect();
         let mut map = self.certificates.write().unwrap_or_else(|e| e.into_inner());
-        for cert in updated {
-            map.insert((cert.stack.clone(), cert.name.clone()), cert);
+        for (key, cert) in changes {
+            match cert {
+                Some(cert) => map.insert(key, cert),
+                None => map.remove(&key),
+            };
         }
     }
 
@@ -280,11 +287,20 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_is_ordered_and_publish_replaces() {
-        let state = State::new([Certificate::new("2", "b"), Certificate::new("1", "z")]);
+    fn snapshot_is_ordered_and_apply_replaces_and_removes() {
+        let key = |s: &str, n: &str| (s.to_owned(), n.to_owned());
+        let state = State::new([
+            Certificate::new("2", "b"),
+            Certificate::new("1", "z"),
+            Certificate::new("3", "gone"),
+        ]);
         let mut updated = Certificate::new("2", "b");
         updated.install_failures = 4;
-        state.publish([updated, Certificate::new("1", "a")]);
+        state.apply([
+            (key("2", "b"), Some(updated)),
+            (key("1", "a"), Some(Certificate::new("1", "a"))),
+            (key("3", "gone"), None),
+        ]);
         let keys: Vec<_> = state
             .snapshot()
             .iter()

@@ -68,10 +68,14 @@ CREATE TABLE certificates (
 ) WITHOUT ROWID;
 ";
 
-const CERT_COLUMNS: &str = "stack, name, expiry, expiry_event_ts, last_event_ts, \
-    install_failing, install_event_ts, error_message, server_names, lets_encrypt, \
-    has_intermediate_cert, ssl_termination, status, install_failures, install_successes, \
-    expire_soon_notifications";
+/// The columns of `certificates`, in the order `cert_from_row` and `save_certificate` use.
+macro_rules! cert_columns {
+    () => {
+        "stack, name, expiry, expiry_event_ts, last_event_ts, install_failing, \
+         install_event_ts, error_message, server_names, lets_encrypt, has_intermediate_cert, \
+         ssl_termination, status, install_failures, install_successes, expire_soon_notifications"
+    };
+}
 
 /// What went wrong with storage.
 #[derive(Debug)]
@@ -136,6 +140,18 @@ pub enum Recorded {
     Accepted,
     /// The exact same delivery was stored before; nothing changed.
     Duplicate,
+    /// The event is for a new certificate and the certificate limit is reached; nothing
+    /// was stored.
+    OverLimit,
+}
+
+/// The outcome of forgetting a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forgotten {
+    /// The certificate and its series are gone (its raw events stay, for audits).
+    Removed,
+    /// No such certificate was tracked.
+    Unknown,
 }
 
 /// The database as opened, before the writer starts: restored state and settings.
@@ -178,9 +194,9 @@ impl Database {
 
     /// Every stored certificate.
     pub fn certificates(&self) -> Result<Vec<Certificate>, StoreError> {
-        let sql = format!("SELECT {CERT_COLUMNS} FROM certificates");
+        let sql = concat!("SELECT ", cert_columns!(), " FROM certificates");
         let read = || -> rusqlite::Result<Vec<Certificate>> {
-            let mut stmt = self.conn.prepare(&sql)?;
+            let mut stmt = self.conn.prepare(sql)?;
             let rows = stmt.query_map([], cert_from_row)?;
             rows.collect()
         };
@@ -289,14 +305,16 @@ fn cert_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Certificate> {
     })
 }
 
+const SAVE_CERTIFICATE: &str = concat!(
+    "INSERT OR REPLACE INTO certificates (",
+    cert_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+);
+
 fn save_certificate(tx: &Transaction<'_>, cert: &Certificate) -> rusqlite::Result<()> {
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let sql = format!(
-        "INSERT OR REPLACE INTO certificates ({CERT_COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-    );
     let info = &cert.info;
-    tx.prepare_cached(&sql)?.execute(params![
+    tx.prepare_cached(SAVE_CERTIFICATE)?.execute(params![
         cert.stack,
         cert.name,
         cert.expiry,
@@ -317,8 +335,11 @@ fn save_certificate(tx: &Transaction<'_>, cert: &Certificate) -> rusqlite::Resul
     Ok(())
 }
 
+/// Where the writer sends a job's answer.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
 /// A request to the writer thread.
-// Almost every job is a `Record`, so the small `Probe` wastes nothing worth a box.
+// Almost every job is a `Record`, so the small variants waste nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 enum Job {
     /// Store an accepted event and apply it.
@@ -327,12 +348,47 @@ enum Job {
         digest: [u8; 32],
         payload: Bytes,
         received_at: f64,
-        reply: oneshot::Sender<Result<Recorded, StoreError>>,
+        reply: Reply<Recorded>,
     },
-    /// Prove the database is writable by committing a small write.
-    Probe {
-        reply: oneshot::Sender<Result<(), StoreError>>,
+    /// Remove a certificate and its series.
+    Forget {
+        stack: String,
+        name: String,
+        reply: Reply<Forgotten>,
     },
+    /// Prove the database can take an event of `bytes` now, by committing a write of
+    /// that size.
+    Probe { bytes: usize, reply: Reply<()> },
+}
+
+/// What a job did inside a batch that committed.
+enum Outcome {
+    Recorded(Recorded),
+    Forgotten(Forgotten),
+    /// The probe write committed; `Err` says the filesystem is nearly full.
+    Probed(Result<(), String>),
+}
+
+impl Job {
+    /// Sends the job's answer: its outcome once the batch committed, or the error.
+    fn answer(self, outcome: Result<Outcome, StoreError>) {
+        // A handler that gave up waiting has dropped its receiver; nothing to tell it.
+        let _ = match (self, outcome) {
+            (Job::Record { reply, .. }, Ok(Outcome::Recorded(r))) => reply.send(Ok(r)).is_ok(),
+            (Job::Forget { reply, .. }, Ok(Outcome::Forgotten(f))) => reply.send(Ok(f)).is_ok(),
+            (Job::Probe { reply, .. }, Ok(Outcome::Probed(space))) => {
+                reply.send(space.map_err(StoreError::Write)).is_ok()
+            }
+            (Job::Record { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (Job::Forget { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (Job::Probe { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (job, Ok(_)) => {
+                tracing::error!("storage writer produced a mismatched outcome");
+                job.answer(Err(StoreError::Write("internal error".into())));
+                false
+            }
+        };
+    }
 }
 
 /// The handle through which the rest of the exporter writes to storage.
@@ -345,22 +401,31 @@ pub struct Store {
 
 impl Store {
     /// Starts the writer thread on `db`; committed changes are published to `state`.
+    /// Events for new certificates are refused once `max_certificates` are tracked.
     pub fn start(
         db: Database,
         state: Arc<State>,
         metrics: StorageMetrics,
+        max_certificates: usize,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            db,
+            state,
+            metrics,
+            max_certificates,
+        };
         let writer = std::thread::Builder::new()
             .name("storage-writer".into())
-            .spawn(move || Writer { db, state, metrics }.run(jobs))?;
+            .spawn(move || writer.run(jobs))?;
         Ok(Store {
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(writer)),
         })
     }
 
-    /// Durably stores `event` (unless it is a duplicate) and applies it to the state.
+    /// Durably stores `event` (unless it is a duplicate or over the certificate limit)
+    /// and applies it to the state.
     pub async fn record(
         &self,
         event: SslEvent,
@@ -378,9 +443,16 @@ impl Store {
         .await?
     }
 
-    /// Checks that the database accepts a committed write.
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        self.submit(|reply| Job::Probe { reply }).await?
+    /// Durably removes a certificate and its series.
+    pub async fn forget(&self, stack: String, name: String) -> Result<Forgotten, StoreError> {
+        self.submit(|reply| Job::Forget { stack, name, reply })
+            .await?
+    }
+
+    /// Checks that the database accepts a committed write of `bytes` (the largest
+    /// event): a nearly full disk that still takes a tiny write is not ready.
+    pub async fn probe(&self, bytes: usize) -> Result<(), StoreError> {
+        self.submit(|reply| Job::Probe { bytes, reply }).await?
     }
 
     async fn submit<T>(
@@ -420,6 +492,7 @@ struct Writer {
     db: Database,
     state: Arc<State>,
     metrics: StorageMetrics,
+    max_certificates: usize,
 }
 
 impl Writer {
@@ -437,128 +510,176 @@ impl Writer {
         }
     }
 
-    /// Writes and commits one batch, then publishes and answers.
+    /// Writes and commits one batch, then publishes the changes and answers every job.
     fn commit(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
         match self.write(&batch) {
-            Ok((outcomes, updated)) => {
+            Ok((outcomes, changes)) => {
                 self.metrics
                     .commit_duration
                     .observe(started.elapsed().as_secs_f64());
-                self.state.publish(updated);
+                self.state.apply(changes);
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    match job {
-                        Job::Record { reply, .. } => {
-                            let _ = reply.send(Ok(outcome.unwrap_or(Recorded::Accepted)));
-                        }
-                        Job::Probe { reply } => {
-                            let _ = reply.send(Ok(()));
-                        }
-                    }
+                    job.answer(Ok(outcome));
                 }
             }
             Err(error) => {
                 self.metrics.commit_failures.inc();
-                tracing::error!(%error, events = batch.len(), "storage commit failed");
+                tracing::error!(%error, jobs = batch.len(), "storage commit failed");
                 let reason = error.to_string();
                 for job in batch {
-                    match job {
-                        Job::Record { reply, .. } => {
-                            let _ = reply.send(Err(StoreError::Write(reason.clone())));
-                        }
-                        Job::Probe { reply } => {
-                            let _ = reply.send(Err(StoreError::Write(reason.clone())));
-                        }
-                    }
+                    job.answer(Err(StoreError::Write(reason.clone())));
                 }
             }
         }
     }
 
-    /// Writes a batch in one transaction. Returns each job's outcome (`None` for probes)
-    /// and the new state of every certificate it changed; nothing is published unless
-    /// the commit succeeds.
+    /// Writes a batch in one transaction. Returns each job's outcome and the change of
+    /// every certificate it touched (`None`: removed); nothing is published unless the
+    /// commit succeeds.
     #[allow(clippy::type_complexity)]
     fn write(
         &mut self,
         batch: &[Job],
-    ) -> rusqlite::Result<(Vec<Option<Recorded>>, Vec<Certificate>)> {
+    ) -> rusqlite::Result<(Vec<Outcome>, HashMap<CertKey, Option<Certificate>>)> {
         let tx = self
             .db
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut changed: HashMap<CertKey, Certificate> = HashMap::new();
+        let mut changes = Changes {
+            state: &self.state,
+            changed: HashMap::new(),
+            tracked: self.state.len(),
+            max: self.max_certificates,
+        };
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in batch {
-            let outcome = match job {
+            outcomes.push(match job {
                 Job::Record {
                     event,
                     digest,
                     payload,
                     received_at,
                     ..
-                } => Some(record(
-                    &tx,
-                    &self.state,
-                    &mut changed,
-                    event,
-                    digest,
-                    payload,
-                    *received_at,
-                )?),
-                Job::Probe { .. } => {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', ?1)",
-                        [chrono::Utc::now().to_rfc3339()],
-                    )?;
-                    None
+                } => Outcome::Recorded(changes.record(&tx, event, digest, payload, *received_at)?),
+                Job::Forget { stack, name, .. } => {
+                    Outcome::Forgotten(changes.forget(&tx, stack, name)?)
                 }
-            };
-            outcomes.push(outcome);
+                Job::Probe { bytes, .. } => {
+                    let space = check_free_space(&self.db.path, *bytes);
+                    let bytes = i64::try_from(*bytes).unwrap_or(i64::MAX);
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', randomblob(?1))",
+                        [bytes],
+                    )?;
+                    Outcome::Probed(space)
+                }
+            });
         }
-        for cert in changed.values() {
+        for cert in changes.changed.values().flatten() {
             save_certificate(&tx, cert)?;
         }
+        let changed = changes.changed;
         tx.commit()?;
-        Ok((outcomes, changed.into_values().collect()))
+        Ok((outcomes, changed))
     }
 }
 
-/// Stores one event unless its digest is known, and applies it to the batch's copy of
-/// its certificate.
-fn record(
-    tx: &Transaction<'_>,
-    state: &State,
-    changed: &mut HashMap<CertKey, Certificate>,
-    event: &SslEvent,
-    digest: &[u8; 32],
-    payload: &Bytes,
-    received_at: f64,
-) -> rusqlite::Result<Recorded> {
-    let payload = String::from_utf8_lossy(payload);
-    let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO events (digest, received_at, event_type, stack, name, payload) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            &digest[..],
-            received_at,
-            event.kind.event_type(),
-            event.stack,
-            event.name,
-            payload,
-        ])?;
-    if inserted == 0 {
-        return Ok(Recorded::Duplicate);
+/// How many of the largest events must fit on the storage filesystem for it to count
+/// as ready: room for the event, its WAL copy and the checkpoint, with margin.
+const FREE_SPACE_EVENTS: u64 = 4;
+
+/// Fails when the filesystem holding `path` has room for fewer than
+/// `FREE_SPACE_EVENTS` events of `bytes`: a nearly full disk still takes a tiny probe
+/// write (SQLite reuses freed pages), but not the next event.
+fn check_free_space(path: &Path, bytes: usize) -> Result<(), String> {
+    let needed = FREE_SPACE_EVENTS.saturating_mul(bytes as u64);
+    let available = rustix::fs::statvfs(path)
+        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+        .map_err(|e| format!("cannot measure free space: {e}"))?;
+    if available < needed {
+        return Err(format!(
+            "only {available} bytes free on the storage filesystem, {needed} needed"
+        ));
     }
-    let key = (event.stack.clone(), event.name.clone());
-    changed
-        .entry(key)
-        .or_insert_with(|| match state.get(&event.stack, &event.name) {
-            Some(current) => (*current).clone(),
-            None => Certificate::new(&event.stack, &event.name),
-        })
-        .apply(event);
-    Ok(Recorded::Accepted)
+    Ok(())
+}
+
+/// The certificates a batch changes, on top of the published state.
+struct Changes<'a> {
+    /// The published (committed) state.
+    state: &'a State,
+    /// New state of each certificate the batch touched; `None` once removed.
+    changed: HashMap<CertKey, Option<Certificate>>,
+    /// Certificates tracked, counting the batch's additions and removals.
+    tracked: usize,
+    /// `--storage.max-certificates`.
+    max: usize,
+}
+
+impl Changes<'_> {
+    /// The batch's view of a certificate.
+    fn current(&mut self, stack: &str, name: &str) -> &mut Option<Certificate> {
+        let state = self.state;
+        self.changed
+            .entry((stack.to_owned(), name.to_owned()))
+            .or_insert_with(|| state.get(stack, name).map(|c| (*c).clone()))
+    }
+
+    /// Stores one event unless its digest is known (or it would exceed the limit), and
+    /// applies it to the batch's copy of its certificate.
+    fn record(
+        &mut self,
+        tx: &Transaction<'_>,
+        event: &SslEvent,
+        digest: &[u8; 32],
+        payload: &Bytes,
+        received_at: f64,
+    ) -> rusqlite::Result<Recorded> {
+        let (max, tracked) = (self.max, self.tracked);
+        let is_new = self.current(&event.stack, &event.name).is_none();
+        if is_new && tracked >= max {
+            return Ok(Recorded::OverLimit);
+        }
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (digest, received_at, event_type, stack, name, payload) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                &digest[..],
+                received_at,
+                event.kind.event_type(),
+                event.stack,
+                event.name,
+                String::from_utf8_lossy(payload),
+            ])?;
+        if inserted == 0 {
+            return Ok(Recorded::Duplicate);
+        }
+        if is_new {
+            self.tracked += 1;
+        }
+        self.current(&event.stack, &event.name)
+            .get_or_insert_with(|| Certificate::new(&event.stack, &event.name))
+            .apply(event);
+        Ok(Recorded::Accepted)
+    }
+
+    /// Removes a certificate's row; its events stay.
+    fn forget(
+        &mut self,
+        tx: &Transaction<'_>,
+        stack: &str,
+        name: &str,
+    ) -> rusqlite::Result<Forgotten> {
+        let slot = self.current(stack, name);
+        if slot.take().is_none() {
+            return Ok(Forgotten::Unknown);
+        }
+        self.tracked -= 1;
+        tx.prepare_cached("DELETE FROM certificates WHERE stack = ?1 AND name = ?2")?
+            .execute(params![stack, name])?;
+        Ok(Forgotten::Removed)
+    }
 }

@@ -13,6 +13,8 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
@@ -71,6 +73,8 @@ pub enum LogFormat {
 }
 
 /// What the command line asks for: run with these settings, or print something and exit.
+// Built once per process, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum CliOutcome {
     /// Configuration is valid: start the exporter.
@@ -118,7 +122,72 @@ pub struct AppConfig {
     pub auth: WebhookAuth,
     /// Largest accepted webhook body; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Most certificates tracked; events for further new ones are refused.
+    pub max_certificates: usize,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// HTTPS instead of HTTP, when certificate and key files are given.
+    pub tls: Option<TlsConfig>,
+    /// Limits on slow clients.
+    pub timeouts: Timeouts,
 }
+
+/// How long clients may take; fixed defaults, shortened only by tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To send a request's headers, and to send the next one on a kept-alive connection.
+    pub header_read: Duration,
+    /// To send a request's body (Cloud66 itself gives up after 30 s).
+    pub body_read: Duration,
+    /// To complete a TLS handshake.
+    pub tls_handshake: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
+            tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A loaded TLS server configuration and the files it came from.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The certificate chain file (PEM).
+    pub cert_file: PathBuf,
+    /// The private key file (PEM).
+    pub key_file: PathBuf,
+    /// The rustls configuration built from them.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TlsConfig {
+    /// Loads the PEM certificate chain and private key.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, crate::tls::TlsError> {
+        Ok(TlsConfig {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            server: crate::tls::server_config(cert_file, key_file)?,
+        })
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default of `--storage.max-certificates`.
+pub const DEFAULT_MAX_CERTIFICATES: usize = 10_000;
+/// Default of `--web.max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 impl AppConfig {
     /// Defaults for everything but the storage directory (what tests start from).
@@ -128,6 +197,10 @@ impl AppConfig {
             telemetry_path: "/metrics".to_owned(),
             auth: WebhookAuth::Stored,
             max_body_bytes: 65_536,
+            max_certificates: DEFAULT_MAX_CERTIFICATES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -155,6 +228,31 @@ struct Cli {
     )]
     telemetry_path: String,
 
+    /// Most connections served at once; further ones wait until one closes
+    #[arg(
+        long = "web.max-connections",
+        env = "CLOUD66_SSL_EXPORTER_WEB_MAX_CONNECTIONS",
+        value_name = "COUNT",
+        default_value = "1024"
+    )]
+    max_connections: u64,
+
+    /// Certificate chain (PEM) to serve HTTPS with; needs --web.tls-key-file
+    #[arg(
+        long = "web.tls-cert-file",
+        env = "CLOUD66_SSL_EXPORTER_WEB_TLS_CERT_FILE",
+        value_name = "FILE"
+    )]
+    tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --web.tls-cert-file
+    #[arg(
+        long = "web.tls-key-file",
+        env = "CLOUD66_SSL_EXPORTER_WEB_TLS_KEY_FILE",
+        value_name = "FILE"
+    )]
+    tls_key_file: Option<PathBuf>,
+
     /// Directory of the embedded database (created if missing)
     #[arg(
         long = "storage.path",
@@ -163,6 +261,15 @@ struct Cli {
         default_value = "./data"
     )]
     storage_path: PathBuf,
+
+    /// Most certificates tracked; events for further new certificates are refused (422)
+    #[arg(
+        long = "storage.max-certificates",
+        env = "CLOUD66_SSL_EXPORTER_STORAGE_MAX_CERTIFICATES",
+        value_name = "COUNT",
+        default_value = "10000"
+    )]
+    max_certificates: u64,
 
     /// Secret that webhook URLs must carry: at least 16 of A-Z a-z 0-9 . _ ~ - (also read from CLOUD66_WEBHOOK_TOKEN). Without any token, one is generated and stored
     #[arg(
@@ -461,9 +568,14 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
         .map_err(|reason| ConfigError::new(parsed.name("web.listen-address"), reason))?;
     telemetry_path(&cli.telemetry_path)
         .map_err(|reason| ConfigError::new(parsed.name("web.telemetry-path"), reason))?;
-    let max_body_bytes = max_body_bytes(cli.webhook_max_body_bytes)
+    let max_body_bytes = count(cli.webhook_max_body_bytes, 1, MAX_BODY_LIMIT)
         .map_err(|reason| ConfigError::new(parsed.name("webhook.max-body-bytes"), reason))?;
     let auth = webhook_auth(&parsed, env)?;
+    let max_certificates = count(cli.max_certificates, 1, 10_000_000)
+        .map_err(|reason| ConfigError::new(parsed.name("storage.max-certificates"), reason))?;
+    let max_connections = count(cli.max_connections, 1, 1_000_000)
+        .map_err(|reason| ConfigError::new(parsed.name("web.max-connections"), reason))?;
+    let tls = tls(&parsed)?;
     Ok(Settings {
         listen,
         log: LogSettings {
@@ -475,8 +587,46 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
             telemetry_path: cli.telemetry_path.clone(),
             auth,
             max_body_bytes,
+            max_certificates,
+            max_connections,
+            tls,
+            timeouts: Timeouts::default(),
         },
     })
+}
+
+/// Checks a count against its range.
+fn count(value: u64, min: u64, max: u64) -> Result<usize, String> {
+    match usize::try_from(value) {
+        Ok(count) if (min..=max).contains(&value) => Ok(count),
+        _ => Err(format!("must be from {min} to {max}, got {value}")),
+    }
+}
+
+/// Loads the TLS certificate and key when both are given; one without the other is an
+/// error, and so is a file that does not hold what it should.
+fn tls(parsed: &Parsed) -> Result<Option<TlsConfig>, ConfigError> {
+    let cli = &parsed.cli;
+    match (&cli.tls_cert_file, &cli.tls_key_file) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            parsed.name("web.tls-cert-file"),
+            "needs --web.tls-key-file too",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            parsed.name("web.tls-key-file"),
+            "needs --web.tls-cert-file too",
+        )),
+        (Some(cert_file), Some(key_file)) => {
+            let server = crate::tls::server_config(cert_file, key_file)
+                .map_err(|e| ConfigError::new(parsed.name(e.flag()), one_line(&e.to_string())))?;
+            Ok(Some(TlsConfig {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                server,
+            }))
+        }
+    }
 }
 
 /// Parses `:PORT`, `HOST:PORT` or `[IPv6]:PORT`; host names resolve to their first address.
@@ -523,14 +673,6 @@ fn telemetry_path(path: &str) -> Result<(), String> {
     match user {
         Some(user) => Err(format!("{path:?} is reserved for {user}")),
         None => Ok(()),
-    }
-}
-
-/// Checks the body limit and converts it for the HTTP layer.
-fn max_body_bytes(bytes: u64) -> Result<usize, String> {
-    match usize::try_from(bytes) {
-        Ok(limit) if (1..=MAX_BODY_LIMIT).contains(&bytes) => Ok(limit),
-        _ => Err(format!("must be from 1 to {MAX_BODY_LIMIT}, got {bytes}")),
     }
 }
 
