@@ -1,0 +1,851 @@
+//! End to end: the exporter, a real Prometheus and a real Alertmanager.
+//!
+//! The test starts the exporter binary (authentication disabled), Alertmanager 0.25 with
+//! `examples/alertmanager.yml` as it is (routes and inhibit rules), and Prometheus 2.42
+//! scraping the exporter every second with the alert rules of
+//! `alerts/cloud66-ssl-exporter.rules.yml` loaded and evaluated every second. It feeds
+//! Cloud66 webhooks for certificates in every situation (healthy, routine 30 days,
+//! under 21 days, under 7 days, expired, failing, first seen failing), then asserts:
+//!
+//! - through Alertmanager's `/api/v2/alerts`, that exactly the expected alerts arrived,
+//!   with exactly the expected labels, their annotations rendered (domains, error
+//!   message, runbook URL), and the warnings of critical certificates inhibited;
+//! - through Prometheus' `/api/v1/query`, that every query of `dashboards/*.json` (with
+//!   Grafana's variables replaced) parses and returns data;
+//! - through `/api/v1/rules`, that every rule evaluates without error.
+//!
+//! To finish in seconds instead of hours, Prometheus loads a copy of the rules file in
+//! which every `for:` is rewritten to `1s`; everything else (expressions, labels,
+//! annotations) is the shipped file, byte for byte.
+//!
+//! Needs the Debian packages `prometheus` and `prometheus-alertmanager`; without them the
+//! test fails with a message saying so. Every process it starts is killed by PID when the
+//! test ends, also on failure (see `Processes`), and every wait has a deadline.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+const RULES: &str = "alerts/cloud66-ssl-exporter.rules.yml";
+const ALERTMANAGER_EXAMPLE: &str = "examples/alertmanager.yml";
+const DASHBOARDS: &[&str] = &[
+    "dashboards/cloud66-ssl-certificates.json",
+    "dashboards/cloud66-ssl-exporter.json",
+];
+const JOB: &str = "cloud66-ssl-exporter";
+const RUNBOOK_URL_PREFIX: &str =
+    "https://github.com/cloud66-ssl-exporter/cloud66-ssl-exporter/blob/main/docs/runbooks.md#";
+/// Upper bound for the whole test.
+const TOTAL_BUDGET: Duration = Duration::from_secs(180);
+const DAY: i64 = 86_400;
+
+// ---------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------
+
+/// The processes this test started; each is killed by its PID when this is dropped, so
+/// also when an assertion fails. Their output goes to log files in the temp directory,
+/// shown on failure.
+struct Processes {
+    dir: PathBuf,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Processes {
+    fn spawn(&mut self, name: &'static str, mut cmd: Command) {
+        let log = File::create(self.log_path(name)).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        self.children.push((name, child));
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// The last lines of every log, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.children {
+            let log = self.log(name);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(25)..];
+            out.push_str(&format!(
+                "\n--- {name} log (last {} lines) ---\n",
+                tail.len()
+            ));
+            out.push_str(&tail.join("\n"));
+        }
+        out
+    }
+
+    /// Fails if a process has exited (it should run for the whole test).
+    fn assert_running(&mut self) {
+        let mut dead = Vec::new();
+        for (name, child) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                dead.push(format!("{name} exited with {status}"));
+            }
+        }
+        assert!(dead.is_empty(), "{}{}", dead.join(", "), self.logs());
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            // Child::kill sends SIGKILL to this child's PID only.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Finds a tool on PATH, or fails the test saying how to install it.
+fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` not found on PATH. The end-to-end test needs the real Prometheus and \
+         Alertmanager: apt-get install prometheus prometheus-alertmanager"
+    );
+}
+
+/// A port that was free a moment ago (the small race is acceptable in tests).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Unix seconds as RFC 3339 UTC (`2024-02-01T00:00:00Z`).
+fn rfc3339(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(DAY), unix.rem_euclid(DAY));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client (one request per connection, `Connection: close`).
+// ---------------------------------------------------------------------------------------
+
+struct Response {
+    status: u16,
+    body: String,
+}
+
+fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAccept: */*\r\n"
+    );
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut payload = raw[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if chunked {
+        payload = dechunk(&payload)?;
+    }
+    Ok(Response {
+        status,
+        body: String::from_utf8_lossy(&payload).into_owned(),
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| std::io::Error::other("bad chunk"))?;
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .map_err(|e| std::io::Error::other(format!("bad chunk size: {e}")))?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            return Err(std::io::Error::other("truncated chunk"));
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<Response> {
+    http("GET", port, path, "", b"")
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Waiting
+// ---------------------------------------------------------------------------------------
+
+/// Polls `check` every 250 ms until it returns `Ok`, or fails with its last error once
+/// `deadline` has passed.
+fn wait_for<T>(
+    procs: &mut Processes,
+    deadline: Instant,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    loop {
+        let last = match check() {
+            Ok(value) => return value,
+            Err(e) => e,
+        };
+        procs.assert_running();
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}: {last}{}", procs.logs());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn deadline_in(start: Instant, secs: u64) -> Instant {
+    (Instant::now() + Duration::from_secs(secs)).min(start + TOTAL_BUDGET)
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks
+// ---------------------------------------------------------------------------------------
+
+struct Cert {
+    stack: i64,
+    name: &'static str,
+    domains: &'static str,
+}
+
+fn payload(
+    event_type: &str,
+    timestamp: i64,
+    cert: &Cert,
+    expiry: Option<i64>,
+    error: Option<&str>,
+) -> Value {
+    let failed = event_type.ends_with("install.fail");
+    let mut c = json!({
+        "stack_id": cert.stack,
+        "name": cert.name,
+        "server_names": cert.domains,
+        "lets_encrypt": true,
+        "has_intermediate_cert": true,
+        "ssl_termination": true,
+        "status": if failed { "failed" } else { "installed" },
+        "created_at": rfc3339(timestamp - 100 * DAY),
+        "updated_at": rfc3339(timestamp),
+    });
+    if let Some(expiry) = expiry {
+        c["cert_expiry"] = json!(rfc3339(expiry));
+        if event_type.ends_with("expire.soon") {
+            c["days_until_expiry"] = json!((expiry - timestamp) / DAY);
+        }
+    }
+    if let Some(error) = error {
+        c["error_message"] = json!(error);
+    }
+    json!({"timestamp": timestamp, "event_type": event_type, "ssl_certificate": c})
+}
+
+fn post_webhook(procs: &mut Processes, port: u16, body: &Value) {
+    let text = body.to_string();
+    let response = http(
+        "POST",
+        port,
+        "/webhook",
+        "application/json",
+        text.as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("POST /webhook failed: {e}{}", procs.logs()));
+    assert!(
+        response.status == 200,
+        "POST /webhook {text} answered {}: {}{}",
+        response.status,
+        response.body,
+        procs.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Dashboards
+// ---------------------------------------------------------------------------------------
+
+/// Every target expr and query-variable selector of the dashboards, with Grafana's
+/// variables replaced (same substitution as tests/observability.rs).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for path in DASHBOARDS {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
+        let d: Value = serde_json::from_str(&text).unwrap();
+        let mut panels: Vec<&Value> = Vec::new();
+        for p in d["panels"].as_array().unwrap() {
+            panels.push(p);
+            panels.extend(p["panels"].as_array().into_iter().flatten());
+        }
+        for p in panels {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let what = format!("{path}: panel {} {}", p["title"], t["refId"]);
+                out.push((what, substitute(t["expr"].as_str().unwrap())));
+            }
+        }
+        for v in d["templating"]["list"].as_array().unwrap() {
+            if v["type"] != "query" {
+                continue;
+            }
+            let q = v["query"]["query"]
+                .as_str()
+                .or(v["query"].as_str())
+                .unwrap();
+            let selector = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(s, _)| s.trim())
+                .unwrap();
+            out.push((
+                format!("{path}: variable {}", v["name"]),
+                substitute(selector),
+            ));
+        }
+    }
+    out
+}
+
+fn substitute(expr: &str) -> String {
+    let mut s = expr.to_owned();
+    for (from, to) in [
+        ("$__rate_interval", "5m"),
+        ("$__interval", "1m"),
+        ("$__range", "1h"),
+        ("$job", ".*"),
+        ("$stack", ".*"),
+        ("$name", ".*"),
+        ("$instance", ".*"),
+    ] {
+        s = s.replace(from, to);
+    }
+    assert!(!s.contains('$'), "unknown Grafana variable left in {expr}");
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------------------
+
+/// (alert name, certificate name, Alertmanager state) of every alert expected.
+type Expected = Vec<(&'static str, &'static str, &'static str)>;
+
+fn alert_summary(alerts: &[Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                a["labels"]["name"].as_str().unwrap_or_default().to_owned(),
+                a["status"]["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn lines(alerts: &[(String, String, String)]) -> String {
+    let v: Vec<String> = alerts.iter().map(|a| format!("{a:?}")).collect();
+    v.join("\n  ")
+}
+
+#[test]
+fn alerts_and_dashboards_work_end_to_end() {
+    let start = Instant::now();
+    let prometheus = tool("prometheus");
+    let alertmanager = tool("prometheus-alertmanager");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let mut procs = Processes {
+        dir: dir.clone(),
+        children: Vec::new(),
+    };
+
+    // --- The exporter -----------------------------------------------------------------
+    let mut exporter = Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"));
+    exporter.args([
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--storage.path",
+        dir.join("exporter").to_str().unwrap(),
+        "--webhook.insecure-no-auth",
+        "--log.format",
+        "logfmt",
+    ]);
+    procs.spawn("exporter", exporter);
+    let exporter_port: u16 = wait_for(
+        &mut procs,
+        deadline_in(start, 30),
+        "the exporter's listening line",
+        || {
+            let log = std::fs::read_to_string(dir.join("exporter.log")).unwrap_or_default();
+            log.lines()
+                .filter(|l| l.contains("listening"))
+                .find_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|field| field.strip_prefix("address="))
+                        .and_then(|a| a.trim_matches('"').rsplit_once(':'))
+                        .and_then(|(_, port)| port.parse().ok())
+                })
+                .ok_or_else(|| "no `listening ... address=` line yet".to_owned())
+        },
+    );
+    let instance = format!("127.0.0.1:{exporter_port}");
+
+    // --- Alertmanager, with the shipped example configuration -------------------------
+    let am_port = free_port();
+    let mut am = Command::new(alertmanager);
+    am.arg(format!(
+        "--config.file={}",
+        root().join(ALERTMANAGER_EXAMPLE).display()
+    ))
+    .arg(format!(
+        "--storage.path={}",
+        dir.join("alertmanager").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+    .arg("--cluster.listen-address=");
+    procs.spawn("alertmanager", am);
+
+    // --- Prometheus, with the shipped rules (for: shortened) --------------------------
+    let rules = std::fs::read_to_string(root().join(RULES)).unwrap();
+    let mut shortened = 0;
+    let fast_rules: String = rules
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("for: ") {
+                shortened += 1;
+                format!("{}for: 1s\n", &line[..line.len() - trimmed.len()])
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert!(
+        shortened >= 9,
+        "expected a `for:` per alert, rewrote {shortened}"
+    );
+    std::fs::write(dir.join("rules.yml"), fast_rules).unwrap();
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {rules}\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{instance}']\n",
+            rules = dir.join("rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new(prometheus);
+    prom.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("prometheus").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    procs.spawn("prometheus", prom);
+
+    for (what, port) in [("Alertmanager", am_port), ("Prometheus", prom_port)] {
+        wait_for(
+            &mut procs,
+            deadline_in(start, 60),
+            &format!("{what} to be ready"),
+            || match get(port, "/-/ready") {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status)),
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
+
+    // --- Webhooks: one certificate per situation --------------------------------------
+    let t = now();
+    let healthy = Cert {
+        stack: 1001,
+        name: "healthy",
+        domains: "healthy.example.com",
+    };
+    let routine = Cert {
+        stack: 1001,
+        name: "routine-30d",
+        domains: "routine.example.com,www.routine.example.com",
+    };
+    let warning = Cert {
+        stack: 1001,
+        name: "warning-14d",
+        domains: "warning.example.com",
+    };
+    let critical = Cert {
+        stack: 1002,
+        name: "critical-3d",
+        domains: "critical.example.com",
+    };
+    let expired = Cert {
+        stack: 1002,
+        name: "expired-2d",
+        domains: "expired.example.com",
+    };
+    let failing = Cert {
+        stack: 1002,
+        name: "failing",
+        domains: "failing.example.com,www.failing.example.com",
+    };
+    let first = Cert {
+        stack: 1003,
+        name: "first-seen-failing",
+        domains: "new.example.com",
+    };
+    let ok = "ssl_certificate.install.ok";
+    let fail = "ssl_certificate.install.fail";
+    let soon = "ssl_certificate.expire.soon";
+    let error = "Let's Encrypt validation failed for failing.example.com: DNS problem: NXDOMAIN";
+    let first_error = "Certificate validation failed";
+    for body in [
+        payload(ok, t - 10, &healthy, Some(t + 80 * DAY), None),
+        payload(soon, t - 10, &routine, Some(t + 30 * DAY), None),
+        payload(ok, t - 40 * DAY, &warning, Some(t + 14 * DAY), None),
+        payload(soon, t - 10, &warning, Some(t + 14 * DAY), None),
+        payload(ok, t - 80 * DAY, &critical, Some(t + 3 * DAY), None),
+        payload(ok, t - 90 * DAY, &expired, Some(t - 2 * DAY), None),
+        payload(ok, t - 20, &failing, Some(t + 60 * DAY), None),
+        payload(fail, t - 10, &failing, None, Some(error)),
+        payload(fail, t - 10, &first, None, Some(first_error)),
+    ] {
+        post_webhook(&mut procs, exporter_port, &body);
+    }
+
+    // --- Alertmanager receives exactly the expected alerts ----------------------------
+    let soon_alert = "Cloud66SSLCertificateExpiringSoon";
+    let very_soon = "Cloud66SSLCertificateExpiringVerySoon";
+    let expired_alert = "Cloud66SSLCertificateExpired";
+    let install_failing = "Cloud66SSLCertificateInstallFailing";
+    let mut expected: Expected = vec![
+        (soon_alert, "warning-14d", "active"),
+        // Under 7 days: the warning is inhibited by the critical alert.
+        (very_soon, "critical-3d", "active"),
+        (soon_alert, "critical-3d", "suppressed"),
+        // Expired: only Cloud66SSLCertificateExpired stays active.
+        (expired_alert, "expired-2d", "active"),
+        (very_soon, "expired-2d", "suppressed"),
+        (soon_alert, "expired-2d", "suppressed"),
+        // Failing installs, with and without a known expiry, are never inhibited.
+        (install_failing, "failing", "active"),
+        (install_failing, "first-seen-failing", "active"),
+    ];
+    expected.sort();
+    let expected_summary: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(a, n, s)| (a.to_string(), n.to_string(), s.to_string()))
+        .collect();
+    let fetch_alerts = || -> Result<Vec<Value>, String> {
+        let r = get(am_port, "/api/v2/alerts").map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!("status {}: {}", r.status, r.body));
+        }
+        let v: Value = serde_json::from_str(&r.body).map_err(|e| e.to_string())?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    };
+    let alerts = wait_for(
+        &mut procs,
+        deadline_in(start, 90),
+        "the expected alerts in Alertmanager",
+        || {
+            let alerts = fetch_alerts()?;
+            let got = alert_summary(&alerts);
+            if got == expected_summary {
+                Ok(alerts)
+            } else {
+                Err(format!(
+                    "\nexpected (alertname, name, state):\n  {}\ngot:\n  {}",
+                    lines(&expected_summary),
+                    lines(&got)
+                ))
+            }
+        },
+    );
+    // Still exactly these a few evaluations later (nothing else shows up, nothing flaps).
+    std::thread::sleep(Duration::from_secs(3));
+    let again = fetch_alerts().unwrap();
+    assert_eq!(
+        alert_summary(&again),
+        expected_summary,
+        "alerts changed{}",
+        procs.logs()
+    );
+
+    let domains_of = |name: &str| -> &str {
+        [
+            &healthy, &routine, &warning, &critical, &expired, &failing, &first,
+        ]
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.domains)
+        .unwrap()
+    };
+    let stack_of = |name: &str| -> i64 {
+        [&warning, &critical, &expired, &failing, &first]
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.stack)
+            .unwrap()
+    };
+    for alert in &alerts {
+        let labels = alert["labels"].as_object().unwrap();
+        let alertname = labels["alertname"].as_str().unwrap();
+        let name = labels["name"].as_str().unwrap();
+        let severity = match alertname {
+            "Cloud66SSLCertificateExpiringSoon" | "Cloud66SSLCertificateInstallFailing" => {
+                "warning"
+            }
+            _ => "critical",
+        };
+        let expected_labels = json!({
+            "alertname": alertname,
+            "severity": severity,
+            "job": JOB,
+            "instance": instance,
+            "stack": stack_of(name).to_string(),
+            "name": name,
+        });
+        assert_eq!(
+            Value::Object(labels.clone()),
+            expected_labels,
+            "labels of {alertname} {name}"
+        );
+
+        let annotations = &alert["annotations"];
+        let summary = annotations["summary"].as_str().unwrap();
+        assert!(
+            summary.ends_with('.') && !summary.contains("{{"),
+            "{alertname}: summary {summary:?}"
+        );
+        assert_eq!(
+            annotations["runbook_url"].as_str().unwrap(),
+            format!("{RUNBOOK_URL_PREFIX}{}", alertname.to_lowercase())
+        );
+        let description = annotations["description"].as_str().unwrap();
+        assert!(
+            !description.contains("error expanding template"),
+            "{alertname} {name}: {description}"
+        );
+        assert!(
+            description.contains(&format!("\"{name}\"")),
+            "{alertname}: certificate in {description:?}"
+        );
+        assert!(
+            description.contains(&format!("stack {}", stack_of(name))),
+            "{alertname}: stack in {description:?}"
+        );
+        let domains = domains_of(name).replace(',', ", ");
+        assert!(
+            description.contains(&domains),
+            "{alertname}: domains {domains:?} in {description:?}"
+        );
+        match (alertname, name) {
+            ("Cloud66SSLCertificateInstallFailing", "failing") => {
+                assert!(
+                    description.contains(error),
+                    "error message in {description:?}"
+                );
+                assert!(
+                    description.contains("The certificate in place expires"),
+                    "{description:?}"
+                );
+            }
+            ("Cloud66SSLCertificateInstallFailing", _) => {
+                assert!(
+                    description.contains(first_error),
+                    "error message in {description:?}"
+                );
+                assert!(
+                    description.contains("No expiry is known yet"),
+                    "{description:?}"
+                );
+            }
+            ("Cloud66SSLCertificateExpired", _) => {
+                assert!(description.contains("expired 2d"), "{description:?}")
+            }
+            (_, "warning-14d") => assert!(
+                description.contains("expires in 13d 23h"),
+                "{description:?}"
+            ),
+            (_, "critical-3d") => {
+                assert!(description.contains("expires in 2d 23h"), "{description:?}")
+            }
+            _ => {}
+        }
+        let state = alert["status"]["state"].as_str().unwrap();
+        eprintln!("{alertname} {{name={name:?}}} [{state}]: {description}");
+        let inhibited_by = alert["status"]["inhibitedBy"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        assert_eq!(
+            state == "suppressed",
+            inhibited_by > 0,
+            "{alertname} {name}: {}",
+            alert["status"]
+        );
+    }
+
+    // --- Prometheus: every rule healthy, every dashboard query returns data -----------
+    let rules = get(prom_port, "/api/v1/rules").unwrap();
+    let rules: Value = serde_json::from_str(&rules.body).unwrap();
+    let mut rule_count = 0;
+    for group in rules["data"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            rule_count += 1;
+            assert_eq!(
+                rule["health"], "ok",
+                "rule {} failed: {}",
+                rule["name"], rule["lastError"]
+            );
+        }
+    }
+    assert!(
+        rule_count >= 9,
+        "expected the alert rules to be loaded, got {rule_count}"
+    );
+
+    let queries = dashboard_queries();
+    assert!(
+        queries.len() > 10,
+        "expected the dashboards' queries, got {}",
+        queries.len()
+    );
+    for (what, expr) in &queries {
+        let path = format!("/api/v1/query?query={}", percent_encode(expr));
+        let series = wait_for(
+            &mut procs,
+            deadline_in(start, 60),
+            &format!("data for {what}"),
+            || {
+                let r = get(prom_port, &path).map_err(|e| e.to_string())?;
+                let v: Value =
+                    serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+                if v["status"] != "success" {
+                    // A parse error is final: fail at once.
+                    panic!("{what}: query failed: {expr}\n{}", r.body);
+                }
+                let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+                if result.is_empty() {
+                    Err(format!("no data yet for {expr}"))
+                } else {
+                    Ok(result.len())
+                }
+            },
+        );
+        assert!(series > 0);
+    }
+
+    procs.assert_running();
+    eprintln!(
+        "end-to-end test: {} alerts checked in Alertmanager, {} dashboard queries returned data, \
+         finished in {:.1?}",
+        alerts.len(),
+        queries.len(),
+        start.elapsed()
+    );
+}
