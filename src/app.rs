@@ -61,7 +61,7 @@ impl App {
         let auth = config.auth.clone();
         let restored = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let db = Database::open(&storage_path)?;
-            let certificates = db.certificates()?;
+            let restored = db.restore()?;
             let last_received = db.last_received_at()?;
             // The token in force, and whether it was generated just now.
             let token = match auth {
@@ -69,14 +69,15 @@ impl App {
                 WebhookAuth::Stored => Some(db.webhook_token()?),
                 WebhookAuth::Disabled => None,
             };
-            Ok((db, certificates, last_received, token))
+            Ok((db, restored, last_received, token))
         })
         .await
         .map_err(|e| StartError::Thread(std::io::Error::other(e)))?;
-        let (db, certificates, last_received, token) = restored.map_err(StartError::Storage)?;
+        let (db, restored, last_received, token) = restored.map_err(StartError::Storage)?;
         tracing::info!(
             database = %db.path().display(),
-            certificates = certificates.len(),
+            certificates = restored.certificates.len(),
+            replayed_events = restored.replayed,
             "storage opened"
         );
         if token.is_none() {
@@ -89,12 +90,13 @@ impl App {
         if let Some(at) = last_received {
             metrics.set_last_webhook(at);
         }
-        let state = Arc::new(State::new(certificates));
+        let state = Arc::new(State::new(restored.certificates));
         let store = Store::start(
             db,
             Arc::clone(&state),
             metrics.storage.clone(),
             config.max_certificates,
+            restored.last_event_id,
         )
         .map_err(StartError::Thread)?;
         Ok(App {

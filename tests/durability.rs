@@ -192,3 +192,103 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
     );
     exporter.kill().await;
 }
+
+/// The id of the newest event the stored certificate rows include, and of the newest
+/// event stored.
+fn checkpoint_and_newest(dir: &std::path::Path) -> (i64, i64) {
+    let db = rusqlite::Connection::open(dir.join(cloud66_ssl_exporter::DB_FILE)).expect("db");
+    let checkpoint: Option<String> = db
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'state_checkpoint'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    let newest: i64 = db
+        .query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))
+        .expect("max id");
+    (checkpoint.and_then(|c| c.parse().ok()).unwrap_or(0), newest)
+}
+
+#[tokio::test]
+async fn events_after_the_last_checkpoint_are_replayed_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    for i in 0..30 {
+        let body = payload(
+            "ssl_certificate.install.fail",
+            100 + i,
+            4,
+            "replayed",
+            json!({"error_message": format!("try {i}")}),
+        );
+        let reply = request(exporter.addr, "POST", "/webhook", &[], &body).await;
+        assert_eq!(reply.status, 200);
+    }
+    exporter.kill().await;
+    let (checkpoint, newest) = checkpoint_and_newest(dir.path());
+    assert_eq!(newest, 30);
+    assert!(
+        checkpoint < newest,
+        "some events must need a replay (checkpoint {checkpoint})"
+    );
+
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let m = request(exporter.addr, "GET", "/metrics", &[], "")
+        .await
+        .body;
+    assert_eq!(
+        sample(
+            &m,
+            &cert_series("ssl_install_failures_total", "4", "replayed")
+        ),
+        Some(30.0)
+    );
+    assert!(
+        m.contains(r#"error="try 29""#),
+        "state follows the newest replayed event"
+    );
+    exporter.kill().await;
+}
+
+#[tokio::test]
+async fn a_deleted_certificate_stays_deleted_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let post = |ts: i64, name: &'static str| {
+        let body = payload("ssl_certificate.install.ok", ts, 8, name, json!({}));
+        async move {
+            request(exporter.addr, "POST", "/webhook", &[], &body)
+                .await
+                .status
+        }
+    };
+    assert_eq!(post(1, "gone").await, 200);
+    assert_eq!(post(2, "gone").await, 200);
+    assert_eq!(post(1, "kept").await, 200);
+    let deleted = request(
+        exporter.addr,
+        "DELETE",
+        "/api/v1/certificates/8/gone",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(post(2, "kept").await, 200);
+    exporter.kill().await;
+
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let m = request(exporter.addr, "GET", "/metrics", &[], "")
+        .await
+        .body;
+    assert_eq!(
+        sample(&m, &cert_series("ssl_install_successes_total", "8", "gone")),
+        None
+    );
+    assert_eq!(
+        sample(&m, &cert_series("ssl_install_successes_total", "8", "kept")),
+        Some(2.0)
+    );
+    exporter.kill().await;
+}

@@ -1,0 +1,333 @@
+//! The database file: opening, the schema, and restoring the state at start-up.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::StoreError;
+use crate::event::{CertInfo, Delivery};
+use crate::state::Certificate;
+use crate::webhook;
+
+/// File name of the database inside `--storage.path`.
+pub const DB_FILE: &str = "cloud66-ssl-exporter.db";
+
+/// The schema version this build writes (SQLite `user_version`).
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// Pages SQLite may cache (negative: KiB), enough for the hot part of every table.
+const CACHE_KIB: i64 = 16 * 1024;
+
+/// `events` keeps every accepted delivery. Its dedup key starts with the payload
+/// timestamp, so live traffic (timestamps close to now) appends to the same few index
+/// pages instead of touching a random page per event, as a bare digest would.
+///
+/// `certificates` is a checkpoint of the state: the writer saves changed rows about
+/// once a second, and `meta.state_checkpoint` names the last event they include. At
+/// start-up the events after it are replayed, so every committed event counts.
+const SCHEMA: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    event_ts    REAL NOT NULL,
+    digest      BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    event_type  TEXT NOT NULL,
+    stack       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    UNIQUE (event_ts, digest)
+);
+CREATE TABLE certificates (
+    stack                     TEXT NOT NULL,
+    name                      TEXT NOT NULL,
+    expiry                    REAL,
+    expiry_event_ts           REAL,
+    last_event_ts             REAL,
+    install_failing           INTEGER NOT NULL,
+    install_event_ts          REAL,
+    error_message             TEXT,
+    server_names              TEXT,
+    lets_encrypt              TEXT,
+    has_intermediate_cert     TEXT,
+    ssl_termination           TEXT,
+    status                    TEXT,
+    install_failures          INTEGER NOT NULL,
+    install_successes         INTEGER NOT NULL,
+    expire_soon_notifications INTEGER NOT NULL,
+    PRIMARY KEY (stack, name)
+) WITHOUT ROWID;
+";
+
+/// The columns of `certificates`, in the order `cert_from_row` and `save_certificate` use.
+macro_rules! cert_columns {
+    () => {
+        "stack, name, expiry, expiry_event_ts, last_event_ts, install_failing, \
+         install_event_ts, error_message, server_names, lets_encrypt, has_intermediate_cert, \
+         ssl_termination, status, install_failures, install_successes, expire_soon_notifications"
+    };
+}
+
+/// The state restored at start-up.
+pub struct Restored {
+    /// Every certificate, with the events after the checkpoint applied.
+    pub certificates: Vec<Certificate>,
+    /// How many events were replayed on top of the checkpoint.
+    pub replayed: usize,
+    /// Id of the newest stored event (0 if none).
+    pub last_event_id: i64,
+}
+
+/// The open database, owned by one thread at a time.
+pub struct Database {
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "database did not switch to WAL mode");
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .map_err(open_err)?;
+        migrate(&mut conn, &path)?;
+        Ok(Database { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checkpointed certificates with every later event applied.
+    pub fn restore(&self) -> Result<Restored, StoreError> {
+        self.read_restored()
+            .map_err(|source| self.open_error(source))
+    }
+
+    fn read_restored(&self) -> rusqlite::Result<Restored> {
+        let mut stmt =
+            self.conn
+                .prepare(concat!("SELECT ", cert_columns!(), " FROM certificates"))?;
+        let mut map: std::collections::HashMap<(String, String), Certificate> = stmt
+            .query_map([], cert_from_row)?
+            .map(|cert| cert.map(|c| ((c.stack.clone(), c.name.clone()), c)))
+            .collect::<rusqlite::Result<_>>()?;
+        let checkpoint = self.checkpoint()?;
+        let mut replay = self
+            .conn
+            .prepare("SELECT id, payload FROM events WHERE id > ?1 ORDER BY id")?;
+        let mut rows = replay.query([checkpoint])?;
+        let (mut replayed, mut last_event_id) = (0, checkpoint);
+        while let Some(row) = rows.next()? {
+            last_event_id = row.get(0)?;
+            let payload: String = row.get(1)?;
+            match webhook::parse(payload.as_bytes()) {
+                Ok(Delivery::Ssl { event, .. }) => {
+                    map.entry((event.stack.clone(), event.name.clone()))
+                        .or_insert_with(|| Certificate::new(&event.stack, &event.name))
+                        .apply(&event);
+                    replayed += 1;
+                }
+                Ok(Delivery::Other { .. }) | Err(_) => {
+                    tracing::warn!(
+                        id = last_event_id,
+                        "a stored event no longer parses; skipped"
+                    );
+                }
+            }
+        }
+        let newest: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM events", [], |row| row.get(0))?;
+        Ok(Restored {
+            certificates: map.into_values().collect(),
+            replayed,
+            last_event_id: newest.unwrap_or(0).max(last_event_id),
+        })
+    }
+
+    /// Id of the newest event the `certificates` rows include.
+    fn checkpoint(&self) -> rusqlite::Result<i64> {
+        let value: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'state_checkpoint'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// When the newest stored event was received (Unix seconds).
+    pub fn last_received_at(&self) -> Result<Option<f64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT received_at FROM events ORDER BY id DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.open_error(source))
+    }
+
+    /// The stored webhook token, generating and storing one first if there is none.
+    /// Returns the token and whether it was generated now.
+    pub fn webhook_token(&self) -> Result<(String, bool), StoreError> {
+        let stored: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'webhook_token'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.open_error(source))?;
+        if let Some(token) = stored {
+            return Ok((token, false));
+        }
+        let token = generate_token().map_err(|e| StoreError::Write(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('webhook_token', ?1)",
+                [&token],
+            )
+            .map_err(|source| self.open_error(source))?;
+        Ok((token, true))
+    }
+
+    fn open_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Open {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Records that the `certificates` rows include every event up to `event_id`.
+pub(super) fn save_checkpoint(tx: &Transaction<'_>, event_id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('state_checkpoint', ?1)")?
+        .execute([event_id.to_string()])?;
+    Ok(())
+}
+
+/// 32 random bytes from the operating system, hex encoded (URL safe).
+fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(open_err)?;
+    match version {
+        0 => {
+            let tx = conn.transaction().map_err(open_err)?;
+            tx.execute_batch(SCHEMA).map_err(open_err)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(open_err)?;
+            tx.commit().map_err(open_err)
+        }
+        SCHEMA_VERSION => Ok(()),
+        found => Err(StoreError::Incompatible {
+            path: path.to_owned(),
+            found,
+        }),
+    }
+}
+
+fn cert_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Certificate> {
+    let count = |i: usize| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
+    };
+    Ok(Certificate {
+        stack: row.get(0)?,
+        name: row.get(1)?,
+        expiry: row.get(2)?,
+        expiry_event_ts: row.get(3)?,
+        last_event_ts: row.get(4)?,
+        install_failing: row.get(5)?,
+        install_event_ts: row.get(6)?,
+        error_message: row.get(7)?,
+        info: CertInfo {
+            server_names: row.get(8)?,
+            lets_encrypt: row.get(9)?,
+            has_intermediate_cert: row.get(10)?,
+            ssl_termination: row.get(11)?,
+            status: row.get(12)?,
+        },
+        install_failures: count(13)?,
+        install_successes: count(14)?,
+        expire_soon_notifications: count(15)?,
+    })
+}
+
+const SAVE_CERTIFICATE: &str = concat!(
+    "INSERT OR REPLACE INTO certificates (",
+    cert_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+);
+
+pub(super) fn save_certificate(tx: &Transaction<'_>, cert: &Certificate) -> rusqlite::Result<()> {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let info = &cert.info;
+    tx.prepare_cached(SAVE_CERTIFICATE)?.execute(params![
+        cert.stack,
+        cert.name,
+        cert.expiry,
+        cert.expiry_event_ts,
+        cert.last_event_ts,
+        cert.install_failing,
+        cert.install_event_ts,
+        cert.error_message,
+        info.server_names,
+        info.lets_encrypt,
+        info.has_intermediate_cert,
+        info.ssl_termination,
+        info.status,
+        count(cert.install_failures),
+        count(cert.install_successes),
+        count(cert.expire_soon_notifications),
+    ])?;
+    Ok(())
+}
+
+/// Deletes a certificate's row.
+pub(super) fn delete_certificate(
+    tx: &Transaction<'_>,
+    stack: &str,
+    name: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM certificates WHERE stack = ?1 AND name = ?2")?
+        .execute(params![stack, name])?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Durable storage in an embedded SQLite database (WAL, `synchronous = FULL`).
+//!
+//! One writer thread (`writer`) owns the connection. Webhook handlers hand it events
+//! through a channel; it takes everything queued, writes it in one transaction and
+//! commits once (group commit), so concurrent deliveries share one fsync. Only after the
+//! commit does it publish the new certificate states and answer the handlers: a 2xx
+//! always means "on disk". The raw payload of every accepted event is kept in `events`;
+//! `database` describes the schema and how the state is restored at start-up.
+
+mod database;
+mod writer;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+pub use database::{DB_FILE, Database};
+
+use crate::event::SslEvent;
+use crate::metrics::StorageMetrics;
+use crate::state::State;
+use writer::Writer;
+
+/// Jobs waiting for the writer before handlers wait for room (back-pressure).
+const QUEUE_CAPACITY: usize = 4096;
+
+/// What went wrong with storage.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The storage directory could not be created.
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened, read or initialised (corrupt, unreadable...).
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer, incompatible version.
+    Incompatible {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+    },
+    /// A write could not be committed.
+    Write(String),
+    /// The writer has stopped (the exporter is shutting down).
+    Closed,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::CreateDir { path, source } => {
+                write!(
+                    f,
+                    "cannot create storage directory {}: {source}",
+                    path.display()
+                )
+            }
+            StoreError::Open { path, source } => {
+                write!(f, "cannot open database {}: {source}", path.display())
+            }
+            StoreError::Incompatible { path, found } => write!(
+                f,
+                "database {} has schema version {found}, this build supports up to {}; use a newer exporter",
+                path.display(),
+                database::SCHEMA_VERSION
+            ),
+            StoreError::Write(reason) => write!(f, "cannot commit to storage: {reason}"),
+            StoreError::Closed => f.write_str("storage is closed"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The outcome of recording an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored and applied.
+    Accepted,
+    /// The exact same delivery was stored before; nothing changed.
+    Duplicate,
+    /// The event is for a new certificate and the certificate limit is reached; nothing
+    /// was stored.
+    OverLimit,
+}
+
+/// The outcome of forgetting a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forgotten {
+    /// The certificate and its series are gone (its raw events stay, for audits).
+    Removed,
+    /// No such certificate was tracked.
+    Unknown,
+}
+
+/// Where the writer sends a job's answer.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A request to the writer thread.
+// Almost every job is a `Record`, so the small variants waste nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Job {
+    /// Store an accepted event and apply it.
+    Record {
+        event: SslEvent,
+        digest: [u8; 32],
+        payload: Bytes,
+        received_at: f64,
+        reply: Reply<Recorded>,
+    },
+    /// Remove a certificate and its series.
+    Forget {
+        stack: String,
+        name: String,
+        reply: Reply<Forgotten>,
+    },
+    /// Prove the database can take an event of `bytes` now, by committing a write of
+    /// that size.
+    Probe { bytes: usize, reply: Reply<()> },
+}
+
+/// What a job did inside a batch that committed.
+pub(super) enum Outcome {
+    Recorded(Recorded),
+    Forgotten(Forgotten),
+    /// The probe write committed; `Err` says the filesystem is nearly full.
+    Probed(Result<(), String>),
+}
+
+impl Job {
+    /// Sends the job's answer: its outcome once the batch committed, or the error.
+    fn answer(self, outcome: Result<Outcome, StoreError>) {
+        // A handler that gave up waiting has dropped its receiver; nothing to tell it.
+        let _ = match (self, outcome) {
+            (Job::Record { reply, .. }, Ok(Outcome::Recorded(r))) => reply.send(Ok(r)).is_ok(),
+            (Job::Forget { reply, .. }, Ok(Outcome::Forgotten(f))) => reply.send(Ok(f)).is_ok(),
+            (Job::Probe { reply, .. }, Ok(Outcome::Probed(space))) => {
+                reply.send(space.map_err(StoreError::Write)).is_ok()
+            }
+            (Job::Record { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (Job::Forget { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (Job::Probe { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (job, Ok(_)) => {
+                tracing::error!("storage writer produced a mismatched outcome");
+                job.answer(Err(StoreError::Write("internal error".into())));
+                false
+            }
+        };
+    }
+}
+
+/// The handle through which the rest of the exporter writes to storage.
+pub struct Store {
+    /// Queue to the writer thread; `None` once closed.
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The writer thread, joined on close.
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Starts the writer thread on `db`, whose newest event is `last_event_id`;
+    /// committed changes are published to `state`. Events for new certificates are
+    /// refused once `max_certificates` are tracked.
+    pub fn start(
+        db: Database,
+        state: Arc<State>,
+        metrics: StorageMetrics,
+        max_certificates: usize,
+        last_event_id: i64,
+    ) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = Writer::new(db, state, metrics, max_certificates, last_event_id);
+        let writer = std::thread::Builder::new()
+            .name("storage-writer".into())
+            .spawn(move || writer.run(jobs))?;
+        Ok(Store {
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Durably stores `event` (unless it is a duplicate or over the certificate limit)
+    /// and applies it to the state.
+    pub async fn record(
+        &self,
+        event: SslEvent,
+        digest: [u8; 32],
+        payload: Bytes,
+        received_at: f64,
+    ) -> Result<Recorded, StoreError> {
+        self.submit(|reply| Job::Record {
+            event,
+            digest,
+            payload,
+            received_at,
+            reply,
+        })
+        .await?
+    }
+
+    /// Durably removes a certificate and its series.
+    pub async fn forget(&self, stack: String, name: String) -> Result<Forgotten, StoreError> {
+        self.submit(|reply| Job::Forget { stack, name, reply })
+            .await?
+    }
+
+    /// Checks that the database accepts a committed write of `bytes` (the largest
+    /// event): a nearly full disk that still takes a tiny write is not ready.
+    pub async fn probe(&self, bytes: usize) -> Result<(), StoreError> {
+        self.submit(|reply| Job::Probe { bytes, reply }).await?
+    }
+
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Result<T, StoreError> {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(job(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Stops taking new work, lets the writer commit everything already queued, and
+    /// waits for it to finish.
+    pub async fn close(&self) {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let joined = tokio::task::spawn_blocking(move || writer.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("storage writer did not stop cleanly");
+            }
+        }
+    }
+}
