@@ -168,6 +168,10 @@ fn write_labels(out: &mut String, labels: &[(&str, &str)]) {
 /// Escapes a label value as the text format requires: backslash, double quote and
 /// line feed; everything else (any UTF-8) is written as is.
 fn escape_label_value(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
     for ch in value.chars() {
         match ch {
             '\\' => out.push_str("\\\\"),

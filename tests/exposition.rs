@@ -195,3 +195,51 @@ async fn awkward_label_values_round_trip() {
     let (code, findings) = promtool_check_metrics(&text);
     assert_eq!((code, findings), (0, vec![]), "promtool parses it cleanly");
 }
+
+#[tokio::test]
+async fn scrapes_are_gzipped_when_asked() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = populated_server(dir.path()).await;
+    let plain = request(server.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(plain.header("content-encoding"), "");
+    assert_eq!(plain.header("vary"), "Accept-Encoding");
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let scrape = http::Request::get("/metrics")
+        .header("host", "x")
+        .header("accept-encoding", "gzip")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(scrape).await.expect("response");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let compressed = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .expect("valid gzip");
+    server.stop().await;
+    assert!(
+        compressed.len() < text.len() / 3,
+        "{} vs {}",
+        compressed.len(),
+        text.len()
+    );
+    let stable = |t: &str| {
+        masked(t)
+            .lines()
+            .filter(|l| !l.starts_with("process_"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stable(&text), stable(&plain.body));
+}
