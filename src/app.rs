@@ -87,6 +87,7 @@ impl App {
         let generated_token = token.and_then(|(token, generated)| generated.then_some(token));
 
         let metrics = Metrics::new().map_err(StartError::Metrics)?;
+        metrics.set_certificates_limit(config.max_certificates);
         if let Some(at) = last_received {
             metrics.set_last_webhook(at);
         }

@@ -72,6 +72,8 @@ pub struct Metrics {
     last_webhook: Gauge,
     /// Number of tracked certificates, set at scrape time.
     certificates: IntGauge,
+    /// `--storage.max-certificates`, so alerts can warn before the limit bites.
+    certificates_limit: IntGauge,
     /// The storage writer's instruments.
     pub storage: StorageMetrics,
 }
@@ -100,6 +102,10 @@ impl Metrics {
         ))?;
         let certificates =
             IntGauge::with_opts(opts("certificates", "Number of certificates tracked."))?;
+        let certificates_limit = IntGauge::with_opts(opts(
+            "certificates_limit",
+            "Most certificates tracked (--storage.max-certificates); events for new ones beyond it are refused.",
+        ))?;
         let commit_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "storage_commit_duration_seconds",
@@ -124,6 +130,7 @@ impl Metrics {
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(last_webhook.clone()))?;
         registry.register(Box::new(certificates.clone()))?;
+        registry.register(Box::new(certificates_limit.clone()))?;
         registry.register(Box::new(commit_duration.clone()))?;
         registry.register(Box::new(commit_failures.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -136,6 +143,7 @@ impl Metrics {
             webhooks,
             last_webhook,
             certificates,
+            certificates_limit,
             storage: StorageMetrics {
                 commit_duration,
                 commit_failures,
@@ -165,6 +173,12 @@ impl Metrics {
         self.webhooks
             .with_label_values(&[event_type, result.as_str()])
             .inc();
+    }
+
+    /// Records the configured certificate limit.
+    pub fn set_certificates_limit(&self, limit: usize) {
+        self.certificates_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// Records that an authenticated, well-formed webhook arrived at Unix time `now`.
