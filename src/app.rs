@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use once_cell::sync::OnceCell;
+
 use crate::auth::Authenticator;
 use crate::config::{AppConfig, WebhookAuth};
 use crate::metrics::Metrics;
@@ -52,6 +54,8 @@ struct Inner {
     state: Arc<State>,
     /// Self-metrics and the scrape encoder.
     metrics: Metrics,
+    /// The landing page, rendered on first request (it depends only on configuration).
+    index_page: OnceCell<String>,
 }
 
 impl App {
@@ -108,6 +112,7 @@ impl App {
                 store,
                 state,
                 metrics,
+                index_page: OnceCell::new(),
             }),
         })
     }
@@ -140,6 +145,13 @@ impl App {
     /// Self-metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The landing page HTML.
+    pub(crate) fn index_page(&self) -> &str {
+        self.inner
+            .index_page
+            .get_or_init(|| crate::page::index(&self.inner.config, self.inner.auth.is_enabled()))
     }
 
     /// Commits everything queued and stops the storage writer. Webhooks arriving after

@@ -35,7 +35,7 @@ use crate::auth::redact;
 use crate::event::{Delivery, EventKind};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, OTHER_EVENT_TYPE, WebhookResult};
 use crate::store::{Forgotten, Recorded};
-use crate::{page, webhook};
+use crate::webhook;
 
 /// The response type of every handler.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -200,7 +200,7 @@ async fn route(
         "/" if get => Ok(response(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            page::index(app.config(), app.auth().is_enabled()).into_bytes(),
+            app.index_page().as_bytes().to_vec(),
         )),
         p if p == app.config().telemetry_path || matches!(p, "/healthz" | "/readyz" | "/") => {
             Err(HttpError::MethodNotAllowed("GET, HEAD"))
