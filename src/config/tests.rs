@@ -1,7 +1,9 @@
 //! Unit tests of `config`.
 
+use super::flags::{bare_command, documented_command};
 use super::*;
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::net::Ipv6Addr;
 
 /// A token that passes every check.

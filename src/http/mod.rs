@@ -1,0 +1,215 @@
+//! HTTP routing and handlers.
+//!
+//! Endpoints:
+//! - `POST /webhook`, `POST /webhook/<token>`: Cloud66 deliveries (JSON answers).
+//! - `GET /metrics` (or `--web.telemetry-path`): Prometheus text exposition.
+//! - `GET /healthz`: the process is alive.
+//! - `GET /readyz`: the database commits a write the size of the largest event, and
+//!   the disk has room for more.
+//! - `GET /`: a small page saying what this is and how to configure Cloud66.
+//! - `DELETE /api/v1/certificates/<stack>/<name>`: forget a decommissioned certificate
+//!   and its series (token required; `<name>` percent-encoded).
+//!
+//! Every failure is an [`HttpError`], turned into a status and a JSON body in one place
+//! ([`HttpError::into_response`]).
+
+mod api;
+mod scrape;
+mod webhook;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::redact;
+use crate::metrics::WebhookResult;
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Every way a request can fail, each with its status.
+#[derive(Debug)]
+pub enum HttpError {
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint exists but not for this method; holds the `Allow` value.
+    MethodNotAllowed(&'static str),
+    /// 401: missing or wrong webhook token.
+    Unauthorized,
+    /// 413: the body is larger than the limit (bytes).
+    PayloadTooLarge(usize),
+    /// 400: the body could not be read or is not an acceptable event.
+    BadRequest(String),
+    /// 408: the body did not arrive in time.
+    BodyTimeout,
+    /// 422: a new certificate while `--storage.max-certificates` are tracked.
+    OverLimit(usize),
+    /// 503: the event could not be made durable, or storage is not ready.
+    Unavailable(String),
+}
+
+impl HttpError {
+    /// The status this error is answered with.
+    fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::OverLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The one place errors become statuses and JSON bodies.
+    pub fn into_response(self) -> HttpResponse {
+        let mut response = json_response(self.status(), &json!({ "error": self.to_string() }));
+        let headers = response.headers_mut();
+        match self {
+            HttpError::MethodNotAllowed(allow) => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            HttpError::Unauthorized => {
+                headers.append(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"cloud66-ssl-exporter\""),
+                );
+                headers.append(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Basic realm=\"cloud66-ssl-exporter\", charset=\"UTF-8\"",
+                    ),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+
+    /// The `result` label a webhook call failing this way is counted under.
+    pub(super) fn webhook_result(&self) -> WebhookResult {
+        match self {
+            HttpError::Unauthorized => WebhookResult::Unauthorized,
+            HttpError::PayloadTooLarge(_) => WebhookResult::TooLarge,
+            HttpError::Unavailable(_) => WebhookResult::Unavailable,
+            HttpError::OverLimit(_) => WebhookResult::OverLimit,
+            HttpError::NotFound
+            | HttpError::MethodNotAllowed(_)
+            | HttpError::BadRequest(_)
+            | HttpError::BodyTimeout => WebhookResult::Invalid,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::NotFound => f.write_str("not found"),
+            HttpError::MethodNotAllowed(allow) => write!(f, "method not allowed; allowed: {allow}"),
+            HttpError::Unauthorized => f.write_str("missing or invalid webhook token"),
+            HttpError::PayloadTooLarge(limit) => write!(f, "body exceeds {limit} bytes"),
+            HttpError::BodyTimeout => f.write_str("the body did not arrive in time"),
+            HttpError::OverLimit(max) => write!(
+                f,
+                "certificate limit reached: {max} certificates are tracked \
+                 (--storage.max-certificates); delete decommissioned ones with \
+                 DELETE /api/v1/certificates/<stack>/<name>"
+            ),
+            HttpError::BadRequest(reason) | HttpError::Unavailable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+pub(super) fn json_response(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    response(status, "application/json", body.to_string().into_bytes())
+}
+
+pub(super) fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    app: App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    let method = request.method().clone();
+    let logged_path = redact(request.uri().path(), request.uri().query());
+    let response = route(&app, peer, request)
+        .await
+        .unwrap_or_else(HttpError::into_response);
+    tracing::debug!(%peer, %method, path = %logged_path, status = response.status().as_u16(), "request");
+    Ok(response)
+}
+
+/// Routing: one match on method and path.
+async fn route(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, HttpError> {
+    let path = request.uri().path().to_owned();
+    let get = matches!(*request.method(), Method::GET | Method::HEAD);
+    let post = *request.method() == Method::POST;
+    match path.as_str() {
+        "/webhook" if post => Ok(webhook::webhook(app, peer, request, None).await),
+        p if post && p.starts_with("/webhook/") => {
+            let token = p["/webhook/".len()..].to_owned();
+            Ok(webhook::webhook(app, peer, request, Some(&token)).await)
+        }
+        p if p == "/webhook" || p.starts_with("/webhook/") => {
+            Err(HttpError::MethodNotAllowed("POST"))
+        }
+        p if p.starts_with(api::CERTIFICATES_API) => {
+            if *request.method() != Method::DELETE {
+                return Err(HttpError::MethodNotAllowed("DELETE"));
+            }
+            let rest = p[api::CERTIFICATES_API.len()..].to_owned();
+            api::forget(app, peer, &request, &rest).await
+        }
+        p if p == app.config().telemetry_path && get => {
+            scrape::metrics(app, scrape::accepts_gzip(request.headers())).await
+        }
+        "/healthz" if get => Ok(response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            b"ok\n".to_vec(),
+        )),
+        "/readyz" if get => api::readyz(app).await,
+        "/" if get => Ok(response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            app.index_page().as_bytes().to_vec(),
+        )),
+        p if p == app.config().telemetry_path || matches!(p, "/healthz" | "/readyz" | "/") => {
+            Err(HttpError::MethodNotAllowed("GET, HEAD"))
+        }
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+/// The current Unix time in seconds.
+pub(super) fn now() -> f64 {
+    let now = chrono::Utc::now();
+    now.timestamp() as f64 + f64::from(now.timestamp_subsec_nanos()) / 1e9
+}

@@ -1,0 +1,140 @@
+//! `POST /webhook`: authenticate, read, validate, store, answer, count.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::{HttpError, HttpResponse, json_response, now};
+use crate::app::App;
+use crate::event::{Delivery, EventKind};
+use crate::metrics::{OTHER_EVENT_TYPE, WebhookResult};
+use crate::store::Recorded;
+
+/// Handles a webhook call and counts it under its event type and result.
+pub(super) async fn webhook(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    path_token: Option<&str>,
+) -> HttpResponse {
+    let mut event_type = OTHER_EVENT_TYPE;
+    let outcome = receive(app, request, path_token, &mut event_type).await;
+    let result = match &outcome {
+        Ok(result) => *result,
+        Err(error) => error.webhook_result(),
+    };
+    app.metrics().count_webhook(event_type, result);
+    if matches!(
+        result,
+        WebhookResult::Accepted | WebhookResult::Duplicate | WebhookResult::Ignored
+    ) {
+        app.metrics().set_last_webhook(now());
+    }
+    match outcome {
+        Ok(result) => json_response(StatusCode::OK, &json!({ "status": result.as_str() })),
+        Err(error) => {
+            match &error {
+                HttpError::Unavailable(_) => {
+                    tracing::error!(%peer, %error, event_type, "webhook not stored")
+                }
+                _ => tracing::warn!(%peer, %error, event_type, "webhook rejected"),
+            }
+            error.into_response()
+        }
+    }
+}
+
+/// Authenticates, reads, validates and stores one delivery. Sets `event_type` to the
+/// label value as soon as it is known.
+async fn receive(
+    app: &App,
+    request: Request<Incoming>,
+    path_token: Option<&str>,
+    event_type: &mut &'static str,
+) -> Result<WebhookResult, HttpError> {
+    if !app
+        .auth()
+        .allows(path_token, request.uri().query(), request.headers())
+    {
+        return Err(HttpError::Unauthorized);
+    }
+    let received_at = now();
+    let limits = app.config();
+    let body = tokio::time::timeout(
+        limits.timeouts.body_read,
+        read_body(request, limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| HttpError::BodyTimeout)??;
+    let delivery = crate::webhook::parse(&body).map_err(|error| {
+        *event_type = known_event_type(&body);
+        HttpError::BadRequest(error.to_string())
+    })?;
+    match delivery {
+        Delivery::Other { event_type } => {
+            tracing::debug!(event_type, "webhook ignored: not an SSL event");
+            Ok(WebhookResult::Ignored)
+        }
+        Delivery::Ssl { event, digest } => {
+            *event_type = event.kind.event_type();
+            let (stack, name) = (event.stack.clone(), event.name.clone());
+            let recorded = app
+                .store()
+                .record(event, digest, body, received_at)
+                .await
+                .map_err(|e| HttpError::Unavailable(format!("event not stored: {e}")))?;
+            let result = match recorded {
+                Recorded::Accepted => WebhookResult::Accepted,
+                Recorded::Duplicate => WebhookResult::Duplicate,
+                Recorded::OverLimit => {
+                    return Err(HttpError::OverLimit(app.config().max_certificates));
+                }
+            };
+            tracing::info!(
+                event_type,
+                stack,
+                name,
+                result = result.as_str(),
+                "webhook received"
+            );
+            Ok(result)
+        }
+    }
+}
+
+/// Reads the whole body, refusing (413) anything over `limit` bytes, announced or not.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, HttpError> {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(HttpError::PayloadTooLarge(limit));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(HttpError::PayloadTooLarge(limit))
+        }
+        Err(error) => Err(HttpError::BadRequest(format!("cannot read body: {error}"))),
+    }
+}
+
+/// The SSL event type named by an invalid body, for counting; `other` if none.
+fn known_event_type(body: &[u8]) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct EventTypeOnly {
+        event_type: Option<String>,
+    }
+    serde_json::from_slice::<EventTypeOnly>(body)
+        .ok()
+        .and_then(|b| b.event_type)
+        .and_then(|t| EventKind::from_event_type(&t))
+        .map_or(OTHER_EVENT_TYPE, EventKind::event_type)
+}
