@@ -5,11 +5,17 @@
 //! scraping the exporter every second with the alert rules of
 //! `alerts/cloud66-ssl-exporter.rules.yml` loaded and evaluated every second. It feeds
 //! Cloud66 webhooks for certificates in every situation (healthy, routine 30 days,
-//! under 21 days, under 7 days, expired, failing, first seen failing), then asserts:
+//! under 21 days, under 7 days, expired, failing, first seen failing). The exporter runs
+//! with `--storage.max-certificates` equal to the number of those certificates, so a
+//! webhook for one more (which would expire in 5 days) is refused with 422. It then
+//! asserts:
 //!
 //! - through Alertmanager's `/api/v2/alerts`, that exactly the expected alerts arrived,
 //!   with exactly the expected labels, their annotations rendered (domains, error
-//!   message, runbook URL), and the warnings of critical certificates inhibited;
+//!   message, runbook URL, certificate counts), the warnings of critical certificates
+//!   inhibited, the refused certificate raising only
+//!   `Cloud66SSLExporterCertificateLimitReached`, which inhibits
+//!   `Cloud66SSLExporterCertificateLimitNear`;
 //! - through Prometheus' `/api/v1/query`, that every query of `dashboards/*.json` (with
 //!   Grafana's variables replaced) parses and returns data;
 //! - through `/api/v1/rules`, that every rule evaluates without error.
@@ -43,6 +49,10 @@ const RUNBOOK_URL_PREFIX: &str =
 /// Upper bound for the whole test.
 const TOTAL_BUDGET: Duration = Duration::from_secs(180);
 const DAY: i64 = 86_400;
+/// `--storage.max-certificates`: exactly the certificates of the scenario.
+const MAX_CERTIFICATES: u32 = 7;
+/// Number of alerting rules in the rules file.
+const ALERT_RULES: usize = 11;
 
 // ---------------------------------------------------------------------------------------
 // Processes
@@ -336,6 +346,10 @@ fn payload(
 }
 
 fn post_webhook(procs: &mut Processes, port: u16, body: &Value) {
+    post_webhook_expecting(procs, port, body, 200);
+}
+
+fn post_webhook_expecting(procs: &mut Processes, port: u16, body: &Value, status: u16) -> Response {
     let text = body.to_string();
     let response = http(
         "POST",
@@ -346,12 +360,30 @@ fn post_webhook(procs: &mut Processes, port: u16, body: &Value) {
     )
     .unwrap_or_else(|e| panic!("POST /webhook failed: {e}{}", procs.logs()));
     assert!(
-        response.status == 200,
-        "POST /webhook {text} answered {}: {}{}",
+        response.status == status,
+        "POST /webhook {text} answered {} (expected {status}): {}{}",
         response.status,
         response.body,
         procs.logs()
     );
+    response
+}
+
+/// Runs an instant query; `Ok` with the result once it is not empty.
+fn query(port: u16, expr: &str) -> Result<Vec<Value>, String> {
+    let path = format!("/api/v1/query?query={}", percent_encode(expr));
+    let r = get(port, &path).map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+    if v["status"] != "success" {
+        // A parse error is final: fail at once.
+        panic!("query failed: {expr}\n{}", r.body);
+    }
+    let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    if result.is_empty() {
+        Err(format!("no data yet for {expr}"))
+    } else {
+        Ok(result)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -445,6 +477,73 @@ fn lines(alerts: &[(String, String, String)]) -> String {
     v.join("\n  ")
 }
 
+/// Labels and annotations of the certificate-limit alerts (exporter level: no `stack`
+/// or `name`).
+fn check_limit_alert(alert: &Value, instance: &str) {
+    let alertname = alert["labels"]["alertname"].as_str().unwrap();
+    let severity = if alertname == "Cloud66SSLExporterCertificateLimitReached" {
+        "critical"
+    } else {
+        "warning"
+    };
+    assert_eq!(
+        alert["labels"],
+        json!({"alertname": alertname, "severity": severity, "job": JOB, "instance": instance}),
+        "labels of {alertname}"
+    );
+    let annotations = &alert["annotations"];
+    assert_eq!(
+        annotations["runbook_url"].as_str().unwrap(),
+        format!("{RUNBOOK_URL_PREFIX}{}", alertname.to_lowercase())
+    );
+    let summary = annotations["summary"].as_str().unwrap();
+    assert!(
+        summary.ends_with('.') && !summary.contains("{{"),
+        "{alertname}: summary {summary:?}"
+    );
+    let description = annotations["description"].as_str().unwrap();
+    let prefix = format!("{instance} (job {JOB}) ");
+    let rest = description
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{alertname}: {description:?} starts with {prefix:?}"));
+    if severity == "critical" {
+        // "refused about N webhook(s)": N is increase()'s extrapolation of the single
+        // refusal, 1 or a little more; the unit tests pin exact counts.
+        let count: u32 = rest
+            .strip_prefix("refused about ")
+            .and_then(|r| r.split_once(' '))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or_else(|| panic!("{alertname}: refused count in {description:?}"));
+        assert!((1..=2).contains(&count), "{description:?}");
+        let counts = format!(
+            "it tracks {MAX_CERTIFICATES} certificate(s) and its limit \
+             (--storage.max-certificates) is {MAX_CERTIFICATES}."
+        );
+        assert!(
+            description.contains(&counts),
+            "{counts:?} in {description:?}"
+        );
+    } else {
+        let counts = format!(
+            "tracks {MAX_CERTIFICATES} certificate(s), 100% of its limit of \
+             {MAX_CERTIFICATES} (--storage.max-certificates)."
+        );
+        assert!(rest.starts_with(&counts), "{counts:?} in {description:?}");
+    }
+    let state = alert["status"]["state"].as_str().unwrap();
+    eprintln!("{alertname} [{state}]: {description}");
+    let inhibited_by = alert["status"]["inhibitedBy"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(
+        state == "suppressed",
+        inhibited_by > 0,
+        "{alertname}: {}",
+        alert["status"]
+    );
+}
+
 #[test]
 fn alerts_and_dashboards_work_end_to_end() {
     let start = Instant::now();
@@ -467,6 +566,8 @@ fn alerts_and_dashboards_work_end_to_end() {
         "--webhook.insecure-no-auth",
         "--log.format",
         "logfmt",
+        "--storage.max-certificates",
+        &MAX_CERTIFICATES.to_string(),
     ]);
     procs.spawn("exporter", exporter);
     let exporter_port: u16 = wait_for(
@@ -518,8 +619,8 @@ fn alerts_and_dashboards_work_end_to_end() {
             }
         })
         .collect();
-    assert!(
-        shortened >= 9,
+    assert_eq!(
+        shortened, ALERT_RULES,
         "expected a `for:` per alert, rewrote {shortened}"
     );
     std::fs::write(dir.join("rules.yml"), fast_rules).unwrap();
@@ -597,6 +698,13 @@ fn alerts_and_dashboards_work_end_to_end() {
         name: "first-seen-failing",
         domains: "new.example.com",
     };
+    // One certificate more than --storage.max-certificates: refused, so it raises no
+    // certificate alert although it expires in 5 days.
+    let refused = Cert {
+        stack: 1004,
+        name: "over-the-limit",
+        domains: "refused.example.com",
+    };
     let ok = "ssl_certificate.install.ok";
     let fail = "ssl_certificate.install.fail";
     let soon = "ssl_certificate.expire.soon";
@@ -615,6 +723,30 @@ fn alerts_and_dashboards_work_end_to_end() {
     ] {
         post_webhook(&mut procs, exporter_port, &body);
     }
+    // The refusal must come after Prometheus has a sample of the over_limit counter at
+    // 0, or increase() would see a series that starts at 1 and no increase at all.
+    let over_limit = format!(
+        "cloud66_ssl_exporter_webhooks_received_total{{job=\"{JOB}\",event_type=\"{ok}\",result=\"over_limit\"}} == 0"
+    );
+    wait_for(
+        &mut procs,
+        deadline_in(start, 30),
+        "a scrape of the over_limit counter at 0",
+        || query(prom_port, &over_limit),
+    );
+    let response = post_webhook_expecting(
+        &mut procs,
+        exporter_port,
+        &payload(ok, t - 10, &refused, Some(t + 5 * DAY), None),
+        422,
+    );
+    assert!(
+        response.body.contains(&format!(
+            "certificate limit reached: {MAX_CERTIFICATES} certificates are tracked"
+        )),
+        "{}",
+        response.body
+    );
 
     // --- Alertmanager receives exactly the expected alerts ----------------------------
     let soon_alert = "Cloud66SSLCertificateExpiringSoon";
@@ -633,6 +765,10 @@ fn alerts_and_dashboards_work_end_to_end() {
         // Failing installs, with and without a known expiry, are never inhibited.
         (install_failing, "failing", "active"),
         (install_failing, "first-seen-failing", "active"),
+        // The refused certificate: only the exporter-level alert, which hides the
+        // "limit near" warning of the same exporter. No `name` label.
+        ("Cloud66SSLExporterCertificateLimitReached", "", "active"),
+        ("Cloud66SSLExporterCertificateLimitNear", "", "suppressed"),
     ];
     expected.sort();
     let expected_summary: Vec<(String, String, String)> = expected
@@ -694,6 +830,10 @@ fn alerts_and_dashboards_work_end_to_end() {
     for alert in &alerts {
         let labels = alert["labels"].as_object().unwrap();
         let alertname = labels["alertname"].as_str().unwrap();
+        if alertname.starts_with("Cloud66SSLExporter") {
+            check_limit_alert(alert, &instance);
+            continue;
+        }
         let name = labels["name"].as_str().unwrap();
         let severity = match alertname {
             "Cloud66SSLCertificateExpiringSoon" | "Cloud66SSLCertificateInstallFailing" => {
@@ -804,8 +944,8 @@ fn alerts_and_dashboards_work_end_to_end() {
             );
         }
     }
-    assert!(
-        rule_count >= 9,
+    assert_eq!(
+        rule_count, ALERT_RULES,
         "expected the alert rules to be loaded, got {rule_count}"
     );
 
@@ -816,28 +956,13 @@ fn alerts_and_dashboards_work_end_to_end() {
         queries.len()
     );
     for (what, expr) in &queries {
-        let path = format!("/api/v1/query?query={}", percent_encode(expr));
         let series = wait_for(
             &mut procs,
             deadline_in(start, 60),
             &format!("data for {what}"),
-            || {
-                let r = get(prom_port, &path).map_err(|e| e.to_string())?;
-                let v: Value =
-                    serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
-                if v["status"] != "success" {
-                    // A parse error is final: fail at once.
-                    panic!("{what}: query failed: {expr}\n{}", r.body);
-                }
-                let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
-                if result.is_empty() {
-                    Err(format!("no data yet for {expr}"))
-                } else {
-                    Ok(result.len())
-                }
-            },
+            || query(prom_port, expr).map_err(|e| format!("{what}: {e}")),
         );
-        assert!(series > 0);
+        assert!(!series.is_empty());
     }
 
     procs.assert_running();

@@ -11,7 +11,8 @@
 //!   `__inputs: []`, `__requires`, `${datasource}` everywhere, units, descriptions,
 //!   variables), and every query parses as PromQL (written as recording rules and
 //!   checked by `promtool check rules`);
-//! - alerts and dashboards only use metrics the exporter emits.
+//! - alerts and dashboards only use metrics, and `result` label values, the exporter
+//!   emits (checked against the golden exposition `tests/golden/metrics.txt`).
 //!
 //! The tools come from the Debian packages `prometheus` and `prometheus-alertmanager`
 //! (Prometheus 2.42, Alertmanager 0.25). A missing tool fails the test: it never passes
@@ -28,6 +29,8 @@ const RULE_TESTS_DIR: &str = "alerts/tests";
 const RUNBOOKS: &str = "docs/runbooks.md";
 const PROMETHEUS_EXAMPLE: &str = "examples/prometheus.yml";
 const ALERTMANAGER_EXAMPLE: &str = "examples/alertmanager.yml";
+/// The exporter's `/metrics`, kept in sync with the code by tests/exposition.rs.
+const GOLDEN_METRICS: &str = "tests/golden/metrics.txt";
 const RUNBOOK_URL_PREFIX: &str =
     "https://github.com/cloud66-ssl-exporter/cloud66-ssl-exporter/blob/main/docs/runbooks.md#";
 const JOB_SELECTOR: &str = r#"job="cloud66-ssl-exporter""#;
@@ -63,6 +66,7 @@ const KNOWN_METRICS: &[&str] = &[
     "cloud66_ssl_exporter_storage_commit_failures_total",
     "cloud66_ssl_exporter_last_webhook_timestamp_seconds",
     "cloud66_ssl_exporter_certificates",
+    "cloud66_ssl_exporter_certificates_limit",
     "cloud66_ssl_exporter_storage_commit_duration_seconds_bucket",
     "cloud66_ssl_exporter_storage_commit_duration_seconds_sum",
     "cloud66_ssl_exporter_storage_commit_duration_seconds_count",
@@ -296,6 +300,44 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     }
     flush(&mut current);
     names
+}
+
+/// Values of the `result` label in matchers and samples (`result="x"`,
+/// `result=~"x|y"`), also inside templates where the quotes are escaped.
+fn result_values(text: &str) -> Vec<String> {
+    let text = text.replace("\\\"", "\"");
+    let mut values = Vec::new();
+    for (i, _) in text.match_indices("result=") {
+        // Not a label name merely ending in `result`.
+        if text[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = text[i + "result=".len()..].trim_start_matches('~');
+        let Some((value, _)) = rest.strip_prefix('"').and_then(|r| r.split_once('"')) else {
+            continue;
+        };
+        values.extend(value.split('|').map(str::to_owned));
+    }
+    values
+}
+
+/// The metric names and the `result` values of
+/// `cloud66_ssl_exporter_webhooks_received_total` in the golden exposition.
+fn golden_exposition() -> (BTreeSet<String>, BTreeSet<String>) {
+    let text = read(GOLDEN_METRICS);
+    let mut names = BTreeSet::new();
+    let mut results = BTreeSet::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        if name == "cloud66_ssl_exporter_webhooks_received_total" {
+            results.extend(result_values(line));
+        }
+        names.insert(name.to_owned());
+    }
+    (names, results)
 }
 
 fn assert_known_metrics(what: &str, text: &str) {
@@ -579,6 +621,75 @@ fn install_failing_alert_works_without_expiry_and_keeps_error_out_of_labels() {
     );
 }
 
+/// The certificate-limit alerts follow the limit the exporter reports
+/// (`--storage.max-certificates`) instead of a number written into the rules, and a
+/// refused certificate pages: nothing else can ever alert on it.
+#[test]
+fn certificate_limit_alerts_follow_the_configured_limit() {
+    let rules = rules();
+    let find = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r.alert == name)
+            .unwrap_or_else(|| panic!("{name} exists"))
+    };
+    let near = find("Cloud66SSLExporterCertificateLimitNear");
+    for metric in [
+        "cloud66_ssl_exporter_certificates{",
+        "cloud66_ssl_exporter_certificates_limit{",
+    ] {
+        assert!(near.expr.contains(metric), "{metric} in {}", near.expr);
+    }
+    assert!(
+        !near.expr.contains("10000"),
+        "the limit must come from cloud66_ssl_exporter_certificates_limit: {}",
+        near.expr
+    );
+    assert_eq!(near.severity.as_deref(), Some("warning"));
+    let reached = find("Cloud66SSLExporterCertificateLimitReached");
+    assert!(
+        reached.expr.contains(r#"result="over_limit""#),
+        "{}",
+        reached.expr
+    );
+    assert_eq!(reached.severity.as_deref(), Some("critical"));
+}
+
+/// Alerts and dashboards use only metric names and `result` values the exporter really
+/// emits, taken from the golden exposition. A misspelt selector (`result="overlimit"`)
+/// would still pass the promtool unit tests, whose input series are written by hand,
+/// and the alert would never fire.
+#[test]
+fn alerts_and_dashboards_match_the_golden_exposition() {
+    let (names, results) = golden_exposition();
+    for metric in KNOWN_METRICS.iter().filter(|m| **m != "up") {
+        assert!(
+            names.contains(*metric),
+            "{metric} is not in {GOLDEN_METRICS}: the exporter does not emit it"
+        );
+    }
+    let mut used: Vec<(String, String)> = result_values(&read(RULES))
+        .into_iter()
+        .map(|value| (RULES.to_owned(), value))
+        .collect();
+    for (what, expr) in dashboard_queries() {
+        used.extend(result_values(&expr).into_iter().map(|v| (what.clone(), v)));
+    }
+    for expected in ["unauthorized", "unavailable", "over_limit"] {
+        assert!(
+            used.iter().any(|(_, value)| value == expected),
+            "no rule or dashboard selects result=\"{expected}\" (parser broken?)"
+        );
+    }
+    for (what, value) in used {
+        assert!(
+            results.contains(&value),
+            "{what} selects result=\"{value}\", which the exporter never emits \
+             (known: {results:?})"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Examples
 // ---------------------------------------------------------------------------------------
@@ -677,6 +788,23 @@ fn example_alertmanager_inhibits_warning_for_same_certificate() {
     assert!(config.contains(r#"- severity="critical""#));
     assert!(config.contains(r#"- alertname=~"Cloud66SSLCertificateExpiring.*""#));
     assert!(config.contains("equal: [job, stack, name]"));
+}
+
+/// While an exporter refuses new certificates (critical), the warning that its limit is
+/// nearly full is inhibited for the same job and instance.
+#[test]
+fn example_alertmanager_inhibits_limit_near_while_refusing() {
+    let config = read(ALERTMANAGER_EXAMPLE);
+    let rule = config
+        .split("- source_matchers:")
+        .find(|rule| rule.contains(r#"- alertname="Cloud66SSLExporterCertificateLimitReached""#))
+        .expect("an inhibit rule with Cloud66SSLExporterCertificateLimitReached as source");
+    assert!(
+        rule.contains("target_matchers:")
+            && rule.contains(r#"- alertname="Cloud66SSLExporterCertificateLimitNear""#),
+        "{rule}"
+    );
+    assert!(rule.contains("equal: [job, instance]"), "{rule}");
 }
 
 // ---------------------------------------------------------------------------------------

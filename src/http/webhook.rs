@@ -31,7 +31,10 @@ pub(super) async fn webhook(
     app.metrics().count_webhook(event_type, result);
     if matches!(
         result,
-        WebhookResult::Accepted | WebhookResult::Duplicate | WebhookResult::Ignored
+        WebhookResult::Accepted
+            | WebhookResult::Duplicate
+            | WebhookResult::Ignored
+            | WebhookResult::OverLimit
     ) {
         app.metrics().set_last_webhook(now());
     }
@@ -92,6 +95,12 @@ async fn receive(
                 Recorded::Accepted => WebhookResult::Accepted,
                 Recorded::Duplicate => WebhookResult::Duplicate,
                 Recorded::OverLimit => {
+                    // Refused events are not stored: the log is the only place naming them.
+                    tracing::warn!(
+                        stack,
+                        name,
+                        "new certificate refused: certificate limit reached"
+                    );
                     return Err(HttpError::OverLimit(app.config().max_certificates));
                 }
             };
