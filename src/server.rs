@@ -17,8 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::App;
 use crate::http::handle;
 
-/// How long shutdown waits for in-flight requests before giving up on them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long shutdown waits for in-flight requests before giving up on them (a request
+/// given up is never acknowledged); under the 10 s most supervisors wait before SIGKILL.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Largest request head (request line and headers); larger ones get 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -125,7 +125,7 @@ pub struct AppConfig {
 pub struct Timeouts {
     /// To send a request's headers, and to send the next one on a kept-alive connection.
     pub header_read: Duration,
-    /// To send a request's body (Cloud66 itself gives up after 30 s).
+    /// To send a request's body once the headers are in.
     pub body_read: Duration,
     /// To complete a TLS handshake.
     pub tls_handshake: Duration,
@@ -135,7 +135,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             header_read: Duration::from_secs(10),
-            body_read: Duration::from_secs(30),
+            body_read: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(10),
         }
     }

@@ -308,31 +308,34 @@ fn expiry(
     let (EventKind::ExpireSoon, Some(days)) = (kind, days) else {
         return Ok(None);
     };
-    let derived = timestamp + days * SECONDS_PER_DAY;
-    if !derived.is_finite() {
-        let value = optional(cert, DAYS_UNTIL_EXPIRY).unwrap_or(&Value::Null);
-        return Err(invalid(
-            DAYS_UNTIL_EXPIRY,
-            "expected a number of days in range",
-            value,
-        ));
-    }
-    Ok(Some(derived))
+    Ok(Some(timestamp + days * SECONDS_PER_DAY))
 }
 
-/// `days_until_expiry`: optional; a JSON number or a numeric string. It may be
-/// negative (a certificate that has already expired).
+/// Largest plausible `days_until_expiry` either way: a century. Larger values would
+/// put absurd expiry timestamps into the metrics.
+const MAX_DAYS_UNTIL_EXPIRY: f64 = 36_525.0;
+
+/// `days_until_expiry`: optional; a JSON number or a numeric string, within a century
+/// either way. It may be negative (a certificate that has already expired).
 fn days_until_expiry(cert: &Map<String, Value>) -> Result<Option<f64>, WebhookError> {
     let Some(value) = optional(cert, DAYS_UNTIL_EXPIRY) else {
         return Ok(None);
     };
-    number(value).map(Some).ok_or_else(|| {
+    let days = number(value).ok_or_else(|| {
         invalid(
             DAYS_UNTIL_EXPIRY,
             "expected a number or a numeric string",
             value,
         )
-    })
+    })?;
+    if days.abs() > MAX_DAYS_UNTIL_EXPIRY {
+        return Err(invalid(
+            DAYS_UNTIL_EXPIRY,
+            "expected a number of days within a century (±36525)",
+            value,
+        ));
+    }
+    Ok(Some(days))
 }
 
 /// `error_message`: a string as is, a number or boolean as its JSON text.

@@ -470,3 +470,17 @@ fn digest_is_sha256_of_canonical_json() {
     let expected: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
     assert_eq!(digest_of(body), expected);
 }
+
+#[test]
+fn rejects_implausible_days_until_expiry() {
+    assert_eq!(
+        rejection(&with_cert(EXPIRE_SOON, "days_until_expiry", json!(-36526))),
+        "invalid field `ssl_certificate.days_until_expiry`: \
+         expected a number of days within a century (±36525), got -36526"
+    );
+    let body = without_cert(
+        &with_cert(EXPIRE_SOON, "days_until_expiry", json!(36525)),
+        "cert_expiry",
+    );
+    assert!(parse(body.as_bytes()).is_ok());
+}
