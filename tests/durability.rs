@@ -4,12 +4,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use cloud66_ssl_exporter::config::WebhookAuth;
 use common::*;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 /// Lines whose values legitimately change between two scrapes of the same state.
 fn stable_lines(metrics: &str) -> Vec<String> {
@@ -122,67 +120,21 @@ async fn kill_9_under_concurrent_load_loses_no_acknowledged_event() {
     const CLIENTS: usize = 16;
     const KILL_AFTER_ACKS: usize = 150;
     let dir = tempfile::tempdir().expect("tempdir");
-    let acknowledged = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let mut acknowledged = BTreeSet::new();
     for round in 0..ROUNDS {
         let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
-        let addr = exporter.addr;
-        let (killed_tx, killed) = tokio::sync::watch::channel(false);
-        let mut clients = Vec::new();
-        for client in 0..CLIENTS {
-            let acknowledged = Arc::clone(&acknowledged);
-            let killed = killed.clone();
-            clients.push(tokio::spawn(async move {
-                // Bounded: at most 1000 requests per client per round.
-                for seq in 0..1000 {
-                    if *killed.borrow() {
-                        break;
-                    }
-                    let name = format!("r{round}-c{client}-s{seq}");
-                    let body = payload(
-                        "ssl_certificate.install.ok",
-                        1_700_000_000,
-                        1,
-                        &name,
-                        json!({}),
-                    );
-                    match try_request(addr, "POST", "/webhook", &[], body.into_bytes()).await {
-                        Ok(reply) if reply.status == 200 => {
-                            acknowledged.lock().await.insert(name);
-                        }
-                        Ok(reply) => panic!("unexpected answer {} {}", reply.status, reply.body),
-                        Err(_) => break, // the exporter is gone
-                    }
-                }
-            }));
-        }
-        let started_with = acknowledged.lock().await.len();
-        tokio::time::timeout(std::time::Duration::from_secs(60), async {
-            while acknowledged.lock().await.len() < started_with + KILL_AFTER_ACKS {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("load reaches the kill point within 60 s");
+        let load = Load::start(exporter.addr, CLIENTS, 1, &format!("r{round}"));
+        load.wait_for_acknowledged(KILL_AFTER_ACKS).await;
         exporter.kill().await;
-        let _ = killed_tx.send(true);
-        for client in clients {
-            client.await.expect("client task");
-        }
+        let (acked, refused) = load.finish().await;
+        assert!(refused.is_empty(), "error answers: {refused:?}");
+        acknowledged.extend(acked);
     }
     let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
     let metrics = request(exporter.addr, "GET", "/metrics", &[], "")
         .await
         .body;
-    let acknowledged = acknowledged.lock().await;
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|name| {
-            sample(
-                &metrics,
-                &cert_series("ssl_install_successes_total", "1", name),
-            ) != Some(1.0)
-        })
-        .collect();
+    let missing = missing(&metrics, "1", &acknowledged);
     assert!(acknowledged.len() >= ROUNDS * KILL_AFTER_ACKS);
     assert!(
         missing.is_empty(),

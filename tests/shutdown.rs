@@ -4,19 +4,15 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use serde_json::json;
-use tokio::sync::Mutex;
 
 /// Concurrent clients sending events.
 const CLIENTS: usize = 16;
 /// Acknowledged events to wait for before the signal, so requests are in flight.
 const SIGNAL_AFTER_ACKS: usize = 100;
-/// Guards against a hang; the grace period for in-flight requests is 20 s.
+/// Guards against a hang; the grace period for in-flight requests is 8 s.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends `signal` (`TERM` or `INT`) to the process `pid` with the `kill` command.
@@ -33,53 +29,16 @@ fn send_signal(signal: &str, pid: u32) {
 async fn signal_under_load_exits_0_and_keeps_every_acknowledged_event(signal: &'static str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
-    let addr = exporter.addr;
     let pid = exporter.child.id().expect("the exporter is running");
-    let acknowledged = Arc::new(Mutex::new(BTreeSet::<String>::new()));
-    let mut clients = Vec::new();
-    for client in 0..CLIENTS {
-        let acknowledged = Arc::clone(&acknowledged);
-        clients.push(tokio::spawn(async move {
-            let mut refused = Vec::new();
-            // Bounded: at most 1000 requests per client; ends at the first request
-            // the stopping exporter no longer takes.
-            for seq in 0..1000 {
-                let name = format!("{signal}-c{client}-s{seq}");
-                let body = payload(
-                    "ssl_certificate.install.ok",
-                    1_700_000_000,
-                    2,
-                    &name,
-                    json!({}),
-                );
-                match try_request(addr, "POST", "/webhook", &[], body.into_bytes()).await {
-                    Ok(reply) if reply.status == 200 => {
-                        acknowledged.lock().await.insert(name);
-                    }
-                    Ok(reply) => refused.push(format!("{name}: {} {}", reply.status, reply.body)),
-                    Err(_) => break,
-                }
-            }
-            refused
-        }));
-    }
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while acknowledged.lock().await.len() < SIGNAL_AFTER_ACKS {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("load reaches the signal point within 60 s");
+    let load = Load::start(exporter.addr, CLIENTS, 2, signal);
+    load.wait_for_acknowledged(SIGNAL_AFTER_ACKS).await;
     send_signal(signal, pid);
 
     let status = tokio::time::timeout(EXIT_TIMEOUT, exporter.child.wait())
         .await
         .unwrap_or_else(|_| panic!("the exporter did not exit within 30 s of SIG{signal}"))
         .expect("wait for the exporter");
-    let mut refused = Vec::new();
-    for client in clients {
-        refused.extend(client.await.expect("client task"));
-    }
+    let (acknowledged, refused) = load.finish().await;
     assert_eq!(
         status.code(),
         Some(0),
@@ -92,16 +51,7 @@ async fn signal_under_load_exits_0_and_keeps_every_acknowledged_event(signal: &'
     let metrics = request(restarted.addr, "GET", "/metrics", &[], "")
         .await
         .body;
-    let acknowledged = acknowledged.lock().await;
-    let missing: Vec<_> = acknowledged
-        .iter()
-        .filter(|name| {
-            sample(
-                &metrics,
-                &cert_series("ssl_install_successes_total", "2", name),
-            ) != Some(1.0)
-        })
-        .collect();
+    let missing = missing(&metrics, "2", &acknowledged);
     assert!(acknowledged.len() >= SIGNAL_AFTER_ACKS);
     assert!(
         missing.is_empty(),

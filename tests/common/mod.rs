@@ -250,3 +250,99 @@ fn listening_address(line: &str) -> SocketAddr {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
+
+/// Concurrent clients sending unique `install.ok` events (each its own certificate
+/// `<prefix>-c<client>-s<seq>` on `stack`) to the real binary, recording which were
+/// acknowledged. Bounded: at most 1000 requests per client; a client stops at the first
+/// request the exporter no longer takes, or when told to.
+pub struct Load {
+    acknowledged: std::sync::Arc<tokio::sync::Mutex<std::collections::BTreeSet<String>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    clients: Vec<JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    /// Starts `clients` clients against `addr`.
+    pub fn start(addr: SocketAddr, clients: usize, stack: u64, prefix: &str) -> Load {
+        let acknowledged =
+            std::sync::Arc::new(tokio::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let clients = (0..clients)
+            .map(|client| {
+                let acknowledged = std::sync::Arc::clone(&acknowledged);
+                let stopped = stopped.clone();
+                let prefix = prefix.to_owned();
+                tokio::spawn(async move {
+                    let mut refused = Vec::new();
+                    for seq in 0..1000 {
+                        if *stopped.borrow() {
+                            break;
+                        }
+                        let name = format!("{prefix}-c{client}-s{seq}");
+                        let body = payload(
+                            "ssl_certificate.install.ok",
+                            1_700_000_000,
+                            stack,
+                            &name,
+                            serde_json::json!({}),
+                        );
+                        match try_request(addr, "POST", "/webhook", &[], body.into_bytes()).await {
+                            Ok(reply) if reply.status == 200 => {
+                                acknowledged.lock().await.insert(name);
+                            }
+                            Ok(reply) => {
+                                refused.push(format!("{name}: {} {}", reply.status, reply.body))
+                            }
+                            Err(_) => break, // the exporter is gone or stopping
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        Load {
+            acknowledged,
+            stop,
+            clients,
+        }
+    }
+
+    /// Waits (at most 60 s) until `count` events have been acknowledged.
+    pub async fn wait_for_acknowledged(&self, count: usize) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while self.acknowledged.lock().await.len() < count {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the load reaches its mark within 60 s");
+    }
+
+    /// Stops the clients; returns the acknowledged names and every non-2xx answer.
+    pub async fn finish(self) -> (std::collections::BTreeSet<String>, Vec<String>) {
+        let _ = self.stop.send(true);
+        let mut refused = Vec::new();
+        for client in self.clients {
+            refused.extend(client.await.expect("client task"));
+        }
+        let acknowledged = self.acknowledged.lock().await.clone();
+        (acknowledged, refused)
+    }
+}
+
+/// The acknowledged certificates on `stack` that `metrics` does not count exactly once.
+pub fn missing<'a>(
+    metrics: &str,
+    stack: &str,
+    acknowledged: impl IntoIterator<Item = &'a String>,
+) -> Vec<&'a String> {
+    acknowledged
+        .into_iter()
+        .filter(|name| {
+            sample(
+                metrics,
+                &cert_series("ssl_install_successes_total", stack, name),
+            ) != Some(1.0)
+        })
+        .collect()
+}
