@@ -89,6 +89,27 @@ impl std::error::Error for WebhookError {}
 /// Returns [`Delivery::Other`] for any `event_type` that is not an SSL event, without
 /// validating the rest of the body, and [`Delivery::Ssl`] with the validated event
 /// and the digest of the body's canonical JSON otherwise.
+///
+/// ```
+/// use cloud66_ssl_exporter::event::{Delivery, EventKind};
+/// use cloud66_ssl_exporter::webhook::{WebhookError, parse};
+///
+/// let body = br#"{"timestamp": 1640995200, "event_type": "ssl_certificate.install.ok",
+///   "ssl_certificate": {"stack_id": "123", "name": "web", "status": 3,
+///                       "cert_expiry": "2024-07-01 00:00:00 UTC"}}"#;
+/// let Ok(Delivery::Ssl { event, .. }) = parse(body) else { panic!("accepted") };
+/// assert_eq!(event.kind, EventKind::InstallOk);
+/// assert_eq!((event.stack.as_str(), event.name.as_str()), ("123", "web"));
+/// assert_eq!(event.expiry, Some(1_719_792_000.0));
+/// assert_eq!(event.info.status.as_deref(), Some("installed"));
+///
+/// let other = br#"{"event_type": "stack.redeploy.ok"}"#;
+/// assert!(matches!(parse(other), Ok(Delivery::Other { .. })));
+///
+/// let missing = br#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok",
+///   "ssl_certificate": {"stack_id": 1}}"#;
+/// assert_eq!(parse(missing), Err(WebhookError::Missing("ssl_certificate.name")));
+/// ```
 pub fn parse(body: &[u8]) -> Result<Delivery, WebhookError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|err| WebhookError::Malformed(err.to_string()))?;
