@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use once_cell::sync::OnceCell;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -15,6 +17,12 @@ use crate::state::Certificate;
 /// The `event_type` label for anything that is not one of the three SSL events,
 /// including requests whose body was never read (unauthorized, too large).
 pub const OTHER_EVENT_TYPE: &str = "other";
+
+/// Values of the `event_type` label: the three SSL event types and `other`.
+const EVENT_TYPES: usize = EventKind::ALL.len() + 1;
+
+/// Values of the `result` label (`OverLimit` is the last variant).
+const RESULTS: usize = WebhookResult::OverLimit as usize + 1;
 
 /// How a webhook call ended: the `result` label of `webhooks_received_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +76,9 @@ pub struct Metrics {
     registry: Registry,
     /// Webhook calls by event type and result.
     webhooks: IntCounterVec,
+    /// The children of `webhooks`, resolved once each: looking a child up by its label
+    /// values hashes them, on every request.
+    webhook_children: [OnceCell<IntCounter>; EVENT_TYPES * RESULTS],
     /// Unix time of the last authenticated, well-formed webhook.
     last_webhook: Gauge,
     /// Number of tracked certificates, set at scrape time.
@@ -141,6 +152,7 @@ impl Metrics {
         let metrics = Metrics {
             registry,
             webhooks,
+            webhook_children: std::array::from_fn(|_| OnceCell::new()),
             last_webhook,
             certificates,
             certificates_limit,
@@ -170,8 +182,16 @@ impl Metrics {
     /// Counts one webhook call. `event_type` is the label value: an SSL event type or
     /// [`OTHER_EVENT_TYPE`].
     pub fn count_webhook(&self, event_type: &str, result: WebhookResult) {
-        self.webhooks
-            .with_label_values(&[event_type, result.as_str()])
+        let event = EventKind::from_event_type(event_type)
+            .and_then(|kind| EventKind::ALL.iter().position(|k| *k == kind))
+            .unwrap_or(EVENT_TYPES - 1);
+        let label = if event == EVENT_TYPES - 1 {
+            OTHER_EVENT_TYPE
+        } else {
+            event_type
+        };
+        self.webhook_children[event * RESULTS + result as usize]
+            .get_or_init(|| self.webhooks.with_label_values(&[label, result.as_str()]))
             .inc();
     }
 
@@ -240,6 +260,38 @@ mod tests {
             "cloud66_ssl_exporter_webhooks_received_total{event_type=\"other\",result=\"ignored\"} 2"
         ));
         assert!(text.contains("cloud66_ssl_exporter_last_webhook_timestamp_seconds 200"));
+    }
+
+    #[test]
+    fn every_event_type_and_result_is_counted_under_its_labels() {
+        use WebhookResult::*;
+        let metrics = Metrics::new().expect("metrics");
+        let results = [
+            Accepted,
+            Duplicate,
+            Ignored,
+            Unauthorized,
+            Invalid,
+            TooLarge,
+            Unavailable,
+            OverLimit,
+        ];
+        assert_eq!(results.len(), RESULTS, "a new result needs a slot");
+        for event_type in ["ssl_certificate.install.fail", "stack.redeploy.ok"] {
+            for result in results {
+                metrics.count_webhook(event_type, result);
+            }
+        }
+        let text = text(&metrics);
+        for result in results {
+            for label in ["ssl_certificate.install.fail", "other"] {
+                let line = format!(
+                    "cloud66_ssl_exporter_webhooks_received_total{{event_type=\"{label}\",result=\"{}\"}} 1",
+                    result.as_str()
+                );
+                assert!(text.contains(&line), "{line}");
+            }
+        }
     }
 
     #[test]

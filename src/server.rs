@@ -53,6 +53,8 @@ pub async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Answers are small and final: send them without waiting (Nagle).
+                    let _ = stream.set_nodelay(true);
                     let connection = Connection { app: app.clone(), peer, slot, watcher: graceful.watcher() };
                     tokio::spawn(connection.serve(stream, tls.clone()));
                 }

@@ -153,12 +153,18 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
-    let method = request.method().clone();
-    let logged_path = redact(request.uri().path(), request.uri().query());
+    // Redacting allocates; do it only when the request log is on.
+    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let uri = request.uri();
+        (request.method().clone(), redact(uri.path(), uri.query()))
+    });
     let response = route(&app, peer, request)
         .await
         .unwrap_or_else(HttpError::into_response);
-    tracing::debug!(%peer, %method, path = %logged_path, status = response.status().as_u16(), "request");
+    if let Some((method, path)) = logged {
+        let status = response.status().as_u16();
+        tracing::debug!(%peer, %method, %path, status, "request");
+    }
     Ok(response)
 }
 

@@ -7,9 +7,8 @@ use http::header::CONTENT_LENGTH;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use serde_json::json;
 
-use super::{HttpError, HttpResponse, json_response, now};
+use super::{HttpError, HttpResponse, now, response};
 use crate::app::App;
 use crate::event::{Delivery, EventKind};
 use crate::metrics::{OTHER_EVENT_TYPE, WebhookResult};
@@ -39,7 +38,14 @@ pub(super) async fn webhook(
         app.metrics().set_last_webhook(now());
     }
     match outcome {
-        Ok(result) => json_response(StatusCode::OK, &json!({ "status": result.as_str() })),
+        Ok(result) => {
+            let body = match result {
+                WebhookResult::Duplicate => r#"{"status":"duplicate"}"#,
+                WebhookResult::Ignored => r#"{"status":"ignored"}"#,
+                _ => r#"{"status":"accepted"}"#,
+            };
+            response(StatusCode::OK, "application/json", body.as_bytes().to_vec())
+        }
         Err(error) => {
             match &error {
                 HttpError::Unavailable(_) => {

@@ -19,6 +19,20 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{CertInfo, Delivery, EventKind, SslEvent};
 
+/// Feeds whatever is written to it into a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 // Field paths named in errors; the part after the last `.` is the JSON key.
 /// Path of the event type, which decides whether the body is looked at at all.
 const EVENT_TYPE: &str = "event_type";
@@ -445,7 +459,11 @@ fn status_name(code: i64) -> String {
 /// the `digest_ignores_key_order_and_white_space` test fails if a dependency turns
 /// on serde_json's `preserve_order` feature.
 fn digest(value: &Value) -> [u8; 32] {
-    Sha256::digest(value.to_string().as_bytes()).into()
+    // Serialise straight into the hash: no intermediate string.
+    let mut hasher = HashWriter(Sha256::new());
+    // Writing a `Value` fails only when the writer does, and this one never does.
+    let _ = serde_json::to_writer(&mut hasher, value);
+    hasher.0.finalize().into()
 }
 
 #[cfg(test)]
