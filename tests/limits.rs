@@ -156,3 +156,39 @@ async fn a_large_valid_body_within_the_limit_is_accepted() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.auth = WebhookAuth::Disabled;
+        c.timeouts.header_read = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // Read the answer, then wait: the server must close the idle connection itself.
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"),
+        "answered first"
+    );
+    assert!(closed.is_ok(), "an idle kept-alive connection stays open");
+    server.stop().await;
+}
