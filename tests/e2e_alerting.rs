@@ -28,6 +28,10 @@
 //! test fails with a message saying so. Every process it starts is killed by PID when the
 //! test ends, also on failure (see `Processes`), and every wait has a deadline.
 
+mod common;
+
+use common::dashboards;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,10 +43,6 @@ use serde_json::{Value, json};
 
 const RULES: &str = "alerts/cloud66-ssl-exporter.rules.yml";
 const ALERTMANAGER_EXAMPLE: &str = "examples/alertmanager.yml";
-const DASHBOARDS: &[&str] = &[
-    "dashboards/cloud66-ssl-certificates.json",
-    "dashboards/cloud66-ssl-exporter.json",
-];
 const JOB: &str = "cloud66-ssl-exporter";
 const RUNBOOK_URL_PREFIX: &str =
     "https://github.com/cloud66-ssl-exporter/cloud66-ssl-exporter/blob/main/docs/runbooks.md#";
@@ -389,63 +389,6 @@ fn query(port: u16, expr: &str) -> Result<Vec<Value>, String> {
 // ---------------------------------------------------------------------------------------
 // Dashboards
 // ---------------------------------------------------------------------------------------
-
-/// Every target expr and query-variable selector of the dashboards, with Grafana's
-/// variables replaced (same substitution as tests/observability.rs).
-fn dashboard_queries() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for path in DASHBOARDS {
-        let text = std::fs::read_to_string(root().join(path)).unwrap();
-        let d: Value = serde_json::from_str(&text).unwrap();
-        let mut panels: Vec<&Value> = Vec::new();
-        for p in d["panels"].as_array().unwrap() {
-            panels.push(p);
-            panels.extend(p["panels"].as_array().into_iter().flatten());
-        }
-        for p in panels {
-            for t in p["targets"].as_array().into_iter().flatten() {
-                let what = format!("{path}: panel {} {}", p["title"], t["refId"]);
-                out.push((what, substitute(t["expr"].as_str().unwrap())));
-            }
-        }
-        for v in d["templating"]["list"].as_array().unwrap() {
-            if v["type"] != "query" {
-                continue;
-            }
-            let q = v["query"]["query"]
-                .as_str()
-                .or(v["query"].as_str())
-                .unwrap();
-            let selector = q
-                .strip_prefix("label_values(")
-                .and_then(|r| r.rsplit_once(','))
-                .map(|(s, _)| s.trim())
-                .unwrap();
-            out.push((
-                format!("{path}: variable {}", v["name"]),
-                substitute(selector),
-            ));
-        }
-    }
-    out
-}
-
-fn substitute(expr: &str) -> String {
-    let mut s = expr.to_owned();
-    for (from, to) in [
-        ("$__rate_interval", "5m"),
-        ("$__interval", "1m"),
-        ("$__range", "1h"),
-        ("$job", ".*"),
-        ("$stack", ".*"),
-        ("$name", ".*"),
-        ("$instance", ".*"),
-    ] {
-        s = s.replace(from, to);
-    }
-    assert!(!s.contains('$'), "unknown Grafana variable left in {expr}");
-    s
-}
 
 // ---------------------------------------------------------------------------------------
 // The test
@@ -949,7 +892,10 @@ fn alerts_and_dashboards_work_end_to_end() {
         "expected the alert rules to be loaded, got {rule_count}"
     );
 
-    let queries = dashboard_queries();
+    let queries: Vec<_> = dashboards::dashboard_queries()
+        .into_iter()
+        .map(|(what, expr)| (what, dashboards::substitute_grafana_variables(&expr)))
+        .collect();
     assert!(
         queries.len() > 10,
         "expected the dashboards' queries, got {}",

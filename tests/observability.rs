@@ -18,6 +18,10 @@
 //! (Prometheus 2.42, Alertmanager 0.25). A missing tool fails the test: it never passes
 //! silently.
 
+mod common;
+
+use common::dashboards;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -672,7 +676,7 @@ fn alerts_and_dashboards_match_the_golden_exposition() {
         .into_iter()
         .map(|value| (RULES.to_owned(), value))
         .collect();
-    for (what, expr) in dashboard_queries() {
+    for (what, expr) in dashboards::dashboard_queries() {
         used.extend(result_values(&expr).into_iter().map(|v| (what.clone(), v)));
     }
     for expected in ["unauthorized", "unavailable", "over_limit"] {
@@ -982,72 +986,11 @@ fn dashboards_follow_grafana_conventions() {
     }
 }
 
-/// Every query of the dashboards (and of their query variables), with the Grafana
-/// variables replaced by plain values.
-fn dashboard_queries() -> Vec<(String, String)> {
-    let mut queries = Vec::new();
-    for (path, uid, _) in DASHBOARDS {
-        let d = load_dashboard(path);
-        for panel in panels(&d) {
-            for t in panel["targets"].as_array().into_iter().flatten() {
-                let expr = t["expr"].as_str().unwrap_or_default();
-                let what = format!(
-                    "{uid} panel {} ({}) {}",
-                    panel["id"], panel["title"], t["refId"]
-                );
-                queries.push((what, expr.to_owned()));
-            }
-        }
-        for var in d["templating"]["list"].as_array().into_iter().flatten() {
-            if var["type"] != "query" {
-                continue;
-            }
-            let query = var["query"]["query"]
-                .as_str()
-                .or(var["query"].as_str())
-                .unwrap_or_default();
-            // label_values(<selector>, <label>) -> <selector>
-            let inner = query
-                .strip_prefix("label_values(")
-                .and_then(|rest| rest.rsplit_once(','))
-                .map(|(selector, _)| selector.trim().to_owned())
-                .unwrap_or_else(|| panic!("{path}: unexpected variable query {query}"));
-            queries.push((format!("{uid} variable {}", var["name"]), inner));
-        }
-    }
-    queries
-}
-
-/// Replaces Grafana's variables by values Prometheus accepts.
-fn substitute_grafana_variables(expr: &str) -> String {
-    let mut s = expr.to_owned();
-    for (from, to) in [
-        ("$__rate_interval", "5m"),
-        ("${__rate_interval}", "5m"),
-        ("$__interval", "1m"),
-        ("${__interval}", "1m"),
-        ("$__range", "1h"),
-        ("${__range}", "1h"),
-        ("${job}", ".*"),
-        ("${stack}", ".*"),
-        ("${name}", ".*"),
-        ("${instance}", ".*"),
-        ("$job", ".*"),
-        ("$stack", ".*"),
-        ("$name", ".*"),
-        ("$instance", ".*"),
-    ] {
-        s = s.replace(from, to);
-    }
-    assert!(!s.contains('$'), "unknown Grafana variable left in {expr}");
-    s
-}
-
 /// Every dashboard query parses: written as recording rules and checked with
 /// `promtool check rules`. Also checks they only use metrics the exporter emits.
 #[test]
 fn dashboard_queries_parse_as_promql() {
-    let queries = dashboard_queries();
+    let queries = dashboards::dashboard_queries();
     assert!(
         queries.len() > 10,
         "expected the dashboards' queries, got {}",
@@ -1058,7 +1001,7 @@ fn dashboard_queries_parse_as_promql() {
     );
     for (i, (what, expr)) in queries.iter().enumerate() {
         assert_known_metrics(what, expr);
-        let expr = substitute_grafana_variables(expr);
+        let expr = dashboards::substitute_grafana_variables(expr);
         yaml.push_str(&format!("      # {what}\n"));
         yaml.push_str(&format!("      - record: dashboard_query:{i}\n"));
         // A JSON string is a valid YAML double-quoted scalar.

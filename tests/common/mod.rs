@@ -2,6 +2,8 @@
 //! real binary as a child process, a small HTTP client, and payload builders.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod dashboards;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
