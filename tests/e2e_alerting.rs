@@ -30,7 +30,7 @@
 
 mod common;
 
-use common::dashboards;
+use common::{dashboards, tool};
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -126,21 +126,6 @@ impl Drop for Processes {
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Finds a tool on PATH, or fails the test saying how to install it.
-fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "`{name}` not found on PATH. The end-to-end test needs the real Prometheus and \
-         Alertmanager: apt-get install prometheus prometheus-alertmanager"
-    );
 }
 
 /// A port that was free a moment ago (the small race is acceptable in tests).

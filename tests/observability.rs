@@ -20,10 +20,10 @@
 
 mod common;
 
-use common::dashboards;
+use common::{dashboards, tool};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -98,21 +98,6 @@ fn root() -> &'static Path {
 fn read(relative: &str) -> String {
     let path = root().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-/// Finds a tool on PATH, or fails the test saying how to install it.
-fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "`{name}` not found on PATH. These checks need the real Prometheus and Alertmanager \
-         tools: apt-get install prometheus prometheus-alertmanager"
-    );
 }
 
 fn describe(cmd: &Command) -> String {

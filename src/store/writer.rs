@@ -286,9 +286,14 @@ impl Changes<'_> {
         payload: &Bytes,
         received_at: f64,
     ) -> rusqlite::Result<Recorded> {
-        let (max, tracked) = (self.max, self.tracked);
-        let is_new = self.current(&event.stack, &event.name).is_none();
-        if is_new && tracked >= max {
+        // Looked up without copying into `changed`: a duplicate or a refused event
+        // changes no certificate, so it must not republish or dirty one.
+        let key = (event.stack.clone(), event.name.clone());
+        let is_new = match self.changed.get(&key) {
+            Some(cert) => cert.is_none(),
+            None => self.state.get(&event.stack, &event.name).is_none(),
+        };
+        if is_new && self.tracked >= self.max {
             return Ok(Recorded::OverLimit);
         }
         let inserted = tx

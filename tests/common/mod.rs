@@ -348,3 +348,18 @@ pub fn missing<'a>(
         })
         .collect()
 }
+
+/// Finds a tool on PATH, or fails the test saying how to install it.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` not found on PATH. These tests need the real Prometheus and Alertmanager \
+         tools: apt-get install prometheus prometheus-alertmanager"
+    );
+}
