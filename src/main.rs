@@ -50,6 +50,8 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before "listening": a SIGTERM from then on must be a clean stop.
+    let shutdown = shutdown_signal();
     let listener = match TcpListener::bind(settings.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -64,7 +66,7 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match run(listener, app, shutdown_signal()).await {
+    match run(listener, app, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "server failed");

@@ -1,66 +1,56 @@
 //! Shutdown signals: the future `run` is given to know when to stop.
 
+use std::future::Future;
+
+use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (what `docker stop` and Kubernetes
-/// send), logging which one arrived.
+/// Installs the SIGINT (Ctrl-C) and SIGTERM (what `docker stop` and Kubernetes send)
+/// handlers now, and returns a future that resolves on the first of them, logging which
+/// one arrived. Installing eagerly matters: until a handler exists, SIGTERM kills the
+/// process outright, so it must be in place before the exporter says it is listening.
 ///
 /// A signal whose handler cannot be installed is logged and never fires, rather than
-/// stopping the server at once.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "SIGINT",
+/// stopping the server at once. Must be called inside the Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        let name = tokio::select! {
+            name = interrupt => name,
+            name = terminate => name,
+        };
+        info!(signal = name, "shutting down");
+    }
+}
+
+/// Registers for `kind` at once; the future resolves with `name` when it arrives.
+fn listen(kind: SignalKind, name: &'static str) -> impl Future<Output = &'static str> {
+    let stream = signal(kind);
+    async move {
+        match stream {
+            Ok(mut stream) => {
+                stream.recv().await;
+                name
+            }
             Err(e) => {
-                warn!(error = %e, "cannot listen for SIGINT");
+                warn!(error = %e, signal = name, "cannot listen for the signal");
                 std::future::pending().await
             }
         }
-    };
-    tokio::select! {
-        name = interrupt => info!(signal = name, "shutting down"),
-        name = terminate() => info!(signal = name, "shutting down"),
     }
 }
 
-/// Resolves on SIGTERM.
-#[cfg(unix)]
-async fn terminate() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut stream) => {
-            stream.recv().await;
-            "SIGTERM"
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending().await
-        }
-    }
-}
-
-/// Never resolves: there is no SIGTERM outside Unix.
-#[cfg(not(unix))]
-async fn terminate() -> &'static str {
-    std::future::pending().await
-}
-
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
 
     #[tokio::test]
     async fn sigterm_resolves_the_future() {
+        // The handlers are installed by the call itself, before any poll: without them,
+        // SIGTERM would end the test process.
         let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        // Poll once so both handlers are installed before the signal is sent: without a
-        // handler, SIGTERM would end the test process.
-        tokio::select! {
-            biased;
-            () = &mut shutdown => panic!("resolved before any signal"),
-            () = std::future::ready(()) => {}
-        }
         let status = std::process::Command::new("kill")
             .args(["-TERM", &std::process::id().to_string()])
             .status()
