@@ -13,7 +13,7 @@ use crate::webhook;
 pub const DB_FILE: &str = "cloud66-ssl-exporter.db";
 
 /// The schema version this build writes (SQLite `user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Pages SQLite may cache (negative: KiB), enough for the hot part of every table.
 const CACHE_KIB: i64 = 16 * 1024;
@@ -22,9 +22,11 @@ const CACHE_KIB: i64 = 16 * 1024;
 /// timestamp, so live traffic (timestamps close to now) appends to the same few index
 /// pages instead of touching a random page per event, as a bare digest would.
 ///
-/// `certificates` is a checkpoint of the state: the writer saves changed rows about
-/// once a second, and `meta.state_checkpoint` names the last event they include. At
-/// start-up the events after it are replayed, so every committed event counts.
+/// `certificates` is a checkpoint of the state: the writer saves a changed row about a
+/// second after the change, a few rows with each batch. A row includes every event of
+/// its certificate up to its `saved_event_id`, and every row includes every event up to
+/// `meta.state_checkpoint`. At start-up the events after it are replayed, each onto a row
+/// that does not include it yet, so every committed event counts once.
 const SCHEMA: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -58,9 +60,15 @@ CREATE TABLE certificates (
     install_failures          INTEGER NOT NULL,
     install_successes         INTEGER NOT NULL,
     expire_soon_notifications INTEGER NOT NULL,
+    saved_event_id            INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (stack, name)
 ) WITHOUT ROWID;
 ";
+
+/// From schema 1, whose rows were all saved together at `state_checkpoint` (so 0, "no
+/// later event", is right for them).
+const MIGRATE_1_TO_2: &str =
+    "ALTER TABLE certificates ADD COLUMN saved_event_id INTEGER NOT NULL DEFAULT 0;";
 
 /// The columns of `certificates`, in the order `cert_from_row` and `save_certificate` use.
 macro_rules! cert_columns {
@@ -128,12 +136,15 @@ impl Database {
     }
 
     fn read_restored(&self) -> rusqlite::Result<Restored> {
-        let mut stmt =
-            self.conn
-                .prepare(concat!("SELECT ", cert_columns!(), " FROM certificates"))?;
-        let mut map: std::collections::HashMap<(String, String), Certificate> = stmt
-            .query_map([], cert_from_row)?
-            .map(|cert| cert.map(|c| ((c.stack.clone(), c.name.clone()), c)))
+        let mut stmt = self.conn.prepare(concat!(
+            "SELECT ",
+            cert_columns!(),
+            ", saved_event_id FROM certificates"
+        ))?;
+        // Each certificate with the id of the newest event its row includes.
+        let mut map: std::collections::HashMap<(String, String), (Certificate, i64)> = stmt
+            .query_map([], |row| Ok((cert_from_row(row)?, row.get(16)?)))?
+            .map(|row| row.map(|(c, saved)| ((c.stack.clone(), c.name.clone()), (c, saved))))
             .collect::<rusqlite::Result<_>>()?;
         let checkpoint = self.checkpoint()?;
         let mut replay = self
@@ -142,20 +153,21 @@ impl Database {
         let mut rows = replay.query([checkpoint])?;
         let (mut replayed, mut last_event_id) = (0, checkpoint);
         while let Some(row) = rows.next()? {
-            last_event_id = row.get(0)?;
+            let id: i64 = row.get(0)?;
+            last_event_id = id;
             let payload: String = row.get(1)?;
             match webhook::parse(payload.as_bytes()) {
                 Ok(Delivery::Ssl { event, .. }) => {
-                    map.entry((event.stack.clone(), event.name.clone()))
-                        .or_insert_with(|| Certificate::new(&event.stack, &event.name))
-                        .apply(&event);
-                    replayed += 1;
+                    let (cert, saved) = map
+                        .entry((event.stack.clone(), event.name.clone()))
+                        .or_insert_with(|| (Certificate::new(&event.stack, &event.name), 0));
+                    if id > *saved {
+                        cert.apply(&event);
+                        replayed += 1;
+                    }
                 }
                 Ok(Delivery::Other { .. }) | Err(_) => {
-                    tracing::warn!(
-                        id = last_event_id,
-                        "a stored event no longer parses; skipped"
-                    );
+                    tracing::warn!(id, "a stored event no longer parses; skipped");
                 }
             }
         }
@@ -163,7 +175,7 @@ impl Database {
             .conn
             .query_row("SELECT max(id) FROM events", [], |row| row.get(0))?;
         Ok(Restored {
-            certificates: map.into_values().collect(),
+            certificates: map.into_values().map(|(cert, _)| cert).collect(),
             replayed,
             last_event_id: newest.unwrap_or(0).max(last_event_id),
         })
@@ -249,20 +261,22 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(open_err)?;
-    match version {
-        0 => {
-            let tx = conn.transaction().map_err(open_err)?;
-            tx.execute_batch(SCHEMA).map_err(open_err)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(open_err)?;
-            tx.commit().map_err(open_err)
+    let upgrade = match version {
+        0 => SCHEMA,
+        1 => MIGRATE_1_TO_2,
+        SCHEMA_VERSION => return Ok(()),
+        found => {
+            return Err(StoreError::Incompatible {
+                path: path.to_owned(),
+                found,
+            });
         }
-        SCHEMA_VERSION => Ok(()),
-        found => Err(StoreError::Incompatible {
-            path: path.to_owned(),
-            found,
-        }),
-    }
+    };
+    let tx = conn.transaction().map_err(open_err)?;
+    tx.execute_batch(upgrade).map_err(open_err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(open_err)?;
+    tx.commit().map_err(open_err)
 }
 
 fn cert_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Certificate> {
@@ -294,10 +308,16 @@ fn cert_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Certificate> {
 const SAVE_CERTIFICATE: &str = concat!(
     "INSERT OR REPLACE INTO certificates (",
     cert_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ", saved_event_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
 );
 
-pub(super) fn save_certificate(tx: &Transaction<'_>, cert: &Certificate) -> rusqlite::Result<()> {
+/// Saves a certificate's row, which includes every event of it up to `saved_event_id`.
+pub(super) fn save_certificate(
+    tx: &Transaction<'_>,
+    cert: &Certificate,
+    saved_event_id: i64,
+) -> rusqlite::Result<()> {
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let info = &cert.info;
     tx.prepare_cached(SAVE_CERTIFICATE)?.execute(params![
@@ -317,6 +337,7 @@ pub(super) fn save_certificate(tx: &Transaction<'_>, cert: &Certificate) -> rusq
         count(cert.install_failures),
         count(cert.install_successes),
         count(cert.expire_soon_notifications),
+        saved_event_id,
     ])?;
     Ok(())
 }
@@ -330,4 +351,124 @@ pub(super) fn delete_certificate(
     tx.prepare_cached("DELETE FROM certificates WHERE stack = ?1 AND name = ?2")?
         .execute(params![stack, name])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An install.fail event for certificate `name` on stack 1.
+    fn failure(ts: i64, name: &str) -> String {
+        format!(
+            r#"{{"timestamp":{ts},"event_type":"ssl_certificate.install.fail","ssl_certificate":{{"stack_id":1,"name":"{name}","error_message":"e{ts}"}}}}"#
+        )
+    }
+
+    fn store_event(db: &Database, id: i64, payload: &str) {
+        db.conn
+            .execute(
+                "INSERT INTO events (id, event_ts, digest, received_at, event_type, stack, name, payload) \
+                 VALUES (?1, ?1, randomblob(32), 0, 'x', '1', 'x', ?2)",
+                params![id, payload],
+            )
+            .expect("insert event");
+    }
+
+    /// The certificate `name` as the events `timestamps` leave it.
+    fn after(name: &str, timestamps: &[i64]) -> Certificate {
+        let mut cert = Certificate::new("1", name);
+        for &ts in timestamps {
+            match webhook::parse(failure(ts, name).as_bytes()) {
+                Ok(Delivery::Ssl { event, .. }) => cert.apply(&event),
+                other => panic!("fixture does not parse: {other:?}"),
+            }
+        }
+        cert
+    }
+
+    fn failures(restored: &Restored, name: &str) -> Option<u64> {
+        restored
+            .certificates
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.install_failures)
+    }
+
+    #[test]
+    fn replay_applies_each_event_once_onto_rows_saved_at_different_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Database::open(dir.path()).expect("open");
+        // Events 1-6 alternate between a and b.
+        for id in 1..=6 {
+            let name = if id % 2 == 1 { "a" } else { "b" };
+            store_event(&db, id, &failure(id, name));
+        }
+        let tx = db.conn.transaction().expect("tx");
+        // a's row was saved after event 5 (a: 1, 3, 5), b's after event 2 (b: 2),
+        // and every row holds everything up to event 2.
+        save_certificate(&tx, &after("a", &[1, 3, 5]), 5).expect("save a");
+        save_certificate(&tx, &after("b", &[2]), 2).expect("save b");
+        save_checkpoint(&tx, 2).expect("checkpoint");
+        tx.commit().expect("commit");
+
+        let restored = db.restore().expect("restore");
+        assert_eq!(
+            failures(&restored, "a"),
+            Some(3),
+            "a's events 3 and 5 not again"
+        );
+        assert_eq!(
+            failures(&restored, "b"),
+            Some(3),
+            "b's events 4 and 6 replayed"
+        );
+        assert_eq!(restored.replayed, 2);
+        assert_eq!(restored.last_event_id, 6);
+        let b = restored.certificates.iter().find(|c| c.name == "b");
+        assert_eq!(b.and_then(|c| c.error_message.clone()), Some("e6".into()));
+    }
+
+    #[test]
+    fn a_schema_1_database_is_migrated_and_its_rows_count_as_of_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).expect("create");
+            let v1 = SCHEMA.replace(
+                "    saved_event_id            INTEGER NOT NULL DEFAULT 0,\n",
+                "",
+            );
+            assert_ne!(
+                v1, SCHEMA,
+                "the schema 1 table is derived from the current one"
+            );
+            conn.execute_batch(&v1).expect("schema 1");
+            conn.pragma_update(None, "user_version", 1)
+                .expect("version");
+            conn.execute(
+                concat!(
+                    "INSERT INTO certificates (",
+                    cert_columns!(),
+                    ") VALUES ('1', 'a', NULL, NULL, 1, 1, 1, 'e1', NULL, NULL, NULL, NULL, NULL, 1, 0, 0)"
+                ),
+                [],
+            )
+            .expect("row");
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('state_checkpoint', '1')",
+                [],
+            )
+            .expect("checkpoint");
+        }
+        let db = Database::open(dir.path()).expect("migrates");
+        store_event(&db, 1, &failure(1, "a"));
+        store_event(&db, 2, &failure(2, "a"));
+        let restored = db.restore().expect("restore");
+        assert_eq!(failures(&restored, "a"), Some(2));
+        let version: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
 }

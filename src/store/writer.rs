@@ -1,7 +1,7 @@
-//! The writer thread: group commits, the certificate limit, and checkpoints of the
-//! certificate rows.
+//! The writer thread: group commits, the certificate limit, and saving the certificate
+//! rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,18 @@ use crate::state::{CertKey, Certificate, State};
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// How often changed certificate rows are saved (events after the last save are
-/// replayed at start-up, so this only bounds that replay).
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a changed certificate waits before its row is saved, so that a certificate
+/// changed many times in a burst is saved once (events after the oldest unsaved change
+/// are replayed at start-up, so this also bounds that replay).
+const SAVE_AFTER: Duration = Duration::from_secs(1);
 
-/// Changed certificates that trigger a save before the interval is up.
-const CHECKPOINT_DIRTY: usize = 8192;
+/// Unsaved certificates past which all of them are saved with the next batch. A burst
+/// of new certificates is saved in few large transactions: many rows share a page.
+const MAX_UNSAVED: usize = 8192;
+
+/// Rows saved with one batch otherwise: saving is spread over the batches, so that no
+/// commit waits behind a thousand row writes.
+const SAVES_PER_BATCH: usize = 64;
 
 /// The writer thread's state.
 pub(super) struct Writer {
@@ -34,11 +40,9 @@ pub(super) struct Writer {
     /// `--storage.max-certificates`.
     max_certificates: usize,
     /// Certificates whose published state is newer than their row.
-    dirty: HashSet<CertKey>,
+    unsaved: Unsaved,
     /// Id of the newest committed event.
     last_event_id: i64,
-    /// When the rows were last brought up to date.
-    last_checkpoint: Instant,
 }
 
 impl Writer {
@@ -54,14 +58,13 @@ impl Writer {
             state,
             metrics,
             max_certificates,
-            dirty: HashSet::new(),
+            unsaved: Unsaved::default(),
             last_event_id,
-            last_checkpoint: Instant::now(),
         }
     }
 
     /// Commits batches until every sender is gone and the queue is drained, then saves
-    /// the certificate rows one last time.
+    /// every unsaved certificate row, so that the next start replays nothing.
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(first) = jobs.blocking_recv() {
             let mut batch = vec![first];
@@ -72,14 +75,9 @@ impl Writer {
                 }
             }
             self.commit(batch);
-            let due = self.dirty.len() >= CHECKPOINT_DIRTY
-                || self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL;
-            if due && !self.dirty.is_empty() {
-                self.checkpoint();
-            }
         }
-        if !self.dirty.is_empty() {
-            self.checkpoint();
+        if !self.unsaved.is_empty() {
+            self.save_all();
         }
     }
 
@@ -91,18 +89,18 @@ impl Writer {
                 self.metrics
                     .commit_duration
                     .observe(started.elapsed().as_secs_f64());
-                self.last_event_id = written.last_event_id;
-                if written.checkpointed {
-                    self.dirty.clear();
-                    self.last_checkpoint = Instant::now();
+                if written.saved_all {
+                    self.unsaved.clear();
                 } else {
+                    self.unsaved.saved(written.saved);
+                    let now = Instant::now();
                     for (key, cert) in &written.changed {
-                        match cert {
-                            Some(_) => self.dirty.insert(key.clone()),
-                            None => self.dirty.remove(key),
-                        };
+                        if cert.is_some() && !written.saved_keys.contains(key) {
+                            self.unsaved.add(key, self.last_event_id + 1, now);
+                        }
                     }
                 }
+                self.last_event_id = written.last_event_id;
                 self.state.apply(written.changed);
                 for (job, outcome) in batch.into_iter().zip(written.outcomes) {
                     job.answer(Ok(outcome));
@@ -152,62 +150,75 @@ impl Writer {
                 Job::Probe { bytes, .. } => Outcome::Probed(probe(&tx, *bytes)?),
             });
         }
-        // A removal must be checkpointed with it: replaying the removed certificate's
-        // older events at the next start would bring it back.
-        if forgot {
-            for key in self.dirty.iter().chain(changes.changed.keys()) {
-                let cert = match changes.changed.get(key) {
-                    Some(cert) => cert.clone(),
-                    None => self.state.get(&key.0, &key.1).map(|c| (*c).clone()),
-                };
-                if let Some(cert) = cert {
-                    save_certificate(&tx, &cert)?;
-                }
+        let last_event_id = changes.last_event_id;
+        let mut saved_keys = HashSet::new();
+        let (saved, saved_all) = if forgot {
+            // A removal is saved with every other row: replaying the removed
+            // certificate's older events at the next start would bring it back.
+            let keys = self.unsaved.keys().chain(changes.changed.keys());
+            save_rows(&tx, keys, &changes.changed, &self.state, last_event_id)?;
+            save_checkpoint(&tx, last_event_id)?;
+            (self.unsaved.len(), true)
+        } else {
+            let due = match self.unsaved.len() > MAX_UNSAVED {
+                true => self.unsaved.len(),
+                false => self.unsaved.due(SAVES_PER_BATCH, Instant::now()),
+            };
+            if due > 0 {
+                saved_keys.extend(self.unsaved.keys().take(due).cloned());
+                // In key order: neighbouring rows share pages.
+                let mut keys: Vec<&CertKey> = saved_keys.iter().collect();
+                keys.sort_unstable();
+                let keys = keys.into_iter();
+                save_rows(&tx, keys, &changes.changed, &self.state, last_event_id)?;
+                // The rows hold every event before the oldest change left unsaved; the
+                // batch's own changes count as unsaved unless just saved.
+                let batch_unsaved = changes
+                    .changed
+                    .iter()
+                    .any(|(key, cert)| cert.is_some() && !saved_keys.contains(key));
+                let oldest = self
+                    .unsaved
+                    .first_event_after(due)
+                    .or(batch_unsaved.then_some(self.last_event_id + 1));
+                save_checkpoint(&tx, oldest.map_or(last_event_id, |first| first - 1))?;
             }
-            save_checkpoint(&tx, changes.last_event_id)?;
-        }
-        let Changes {
-            changed,
-            last_event_id,
-            ..
-        } = changes;
+            (due, false)
+        };
         tx.commit()?;
         Ok(Written {
             outcomes,
-            changed,
+            changed: changes.changed,
             last_event_id,
-            checkpointed: forgot,
+            saved,
+            saved_keys,
+            saved_all,
         })
     }
 
-    /// Saves every changed certificate row and the id of the newest event they include.
-    fn checkpoint(&mut self) {
+    /// Saves every unsaved certificate row, in its own transaction.
+    fn save_all(&mut self) {
         let started = Instant::now();
         let saved = (|| -> rusqlite::Result<()> {
             let tx = self.db.conn.transaction()?;
-            for (stack, name) in &self.dirty {
-                match self.state.get(stack, name) {
-                    Some(cert) => save_certificate(&tx, &cert)?,
-                    None => delete_certificate(&tx, stack, name)?,
-                }
-            }
+            let keys = self.unsaved.keys();
+            save_rows(&tx, keys, &HashMap::new(), &self.state, self.last_event_id)?;
             save_checkpoint(&tx, self.last_event_id)?;
             tx.commit()
         })();
         match saved {
             Ok(()) => {
                 tracing::debug!(
-                    certificates = self.dirty.len(),
+                    certificates = self.unsaved.len(),
                     seconds = started.elapsed().as_secs_f64(),
-                    "certificate rows checkpointed"
+                    "certificate rows saved"
                 );
-                self.dirty.clear();
-                self.last_checkpoint = Instant::now();
+                self.unsaved.clear();
             }
             Err(error) => {
                 // Nothing is lost: the events are committed and will be replayed.
                 self.metrics.commit_failures.inc();
-                tracing::warn!(%error, "certificate checkpoint failed; will retry");
+                tracing::warn!(%error, "cannot save the certificate rows; the next start replays their events");
             }
         }
     }
@@ -221,8 +232,94 @@ struct Written {
     changed: HashMap<CertKey, Option<Certificate>>,
     /// Id of the newest committed event.
     last_event_id: i64,
-    /// Whether the batch also saved every changed row (it removed a certificate).
-    checkpointed: bool,
+    /// How many of the oldest unsaved rows the batch saved.
+    saved: usize,
+    /// Which.
+    saved_keys: HashSet<CertKey>,
+    /// Whether it saved every row (it removed a certificate).
+    saved_all: bool,
+}
+
+/// Saves the rows of `keys` as of the end of a batch whose newest event is
+/// `last_event_id`: the batch's version of a certificate if it changed one, else the
+/// published one; a certificate that is gone loses its row.
+fn save_rows<'k>(
+    tx: &Transaction<'_>,
+    keys: impl Iterator<Item = &'k CertKey>,
+    changed: &HashMap<CertKey, Option<Certificate>>,
+    state: &State,
+    last_event_id: i64,
+) -> rusqlite::Result<()> {
+    for key in keys {
+        let saved = match changed.get(key) {
+            Some(Some(cert)) => save_certificate(tx, cert, last_event_id),
+            Some(None) => delete_certificate(tx, &key.0, &key.1),
+            None => match state.get(&key.0, &key.1) {
+                Some(cert) => save_certificate(tx, &cert, last_event_id),
+                None => delete_certificate(tx, &key.0, &key.1),
+            },
+        };
+        saved?;
+    }
+    Ok(())
+}
+
+/// Certificates whose row is older than their published state, oldest change first.
+#[derive(Default)]
+struct Unsaved {
+    /// Each with the id of an event its row lacks (all later ones too), and since when.
+    queue: VecDeque<(CertKey, i64, Instant)>,
+    /// The certificates in `queue`.
+    members: HashSet<CertKey>,
+}
+
+impl Unsaved {
+    /// Notes that `key`'s row lacks the events from `first_event` on, unless it already
+    /// lacks older ones.
+    fn add(&mut self, key: &CertKey, first_event: i64, now: Instant) {
+        if self.members.insert(key.clone()) {
+            self.queue.push_back((key.clone(), first_event, now));
+        }
+    }
+
+    /// How many of the oldest entries waited `SAVE_AFTER`, at most `limit`.
+    fn due(&self, limit: usize, now: Instant) -> usize {
+        self.queue
+            .iter()
+            .take(limit)
+            .take_while(|(_, _, since)| now.duration_since(*since) >= SAVE_AFTER)
+            .count()
+    }
+
+    /// The unsaved certificates, oldest change first.
+    fn keys(&self) -> impl Iterator<Item = &CertKey> {
+        self.queue.iter().map(|(key, _, _)| key)
+    }
+
+    /// The oldest event a row lacks once the first `saved` entries are saved.
+    fn first_event_after(&self, saved: usize) -> Option<i64> {
+        self.queue.get(saved).map(|(_, first, _)| *first)
+    }
+
+    /// Forgets the first `saved` entries, whose rows were committed.
+    fn saved(&mut self, saved: usize) {
+        for (key, _, _) in self.queue.drain(..saved.min(self.queue.len())) {
+            self.members.remove(&key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+        self.members.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// How many of the largest events must fit on the storage filesystem for it to count
