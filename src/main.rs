@@ -2,11 +2,6 @@
 //! Everything else lives in the library.
 
 use std::io::Write;
-
-/// glibc malloc was 10-15% of the request path under load (frees crossing from the
-/// async workers to the storage writer); mimalloc is built for exactly that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use cloud66_ssl_exporter::config::{self, CliOutcome, Settings};
