@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rusqlite::{Transaction, TransactionBehavior, params};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{CachedStatement, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
 use super::database::{Database, delete_certificate, save_certificate, save_checkpoint};
@@ -29,7 +30,12 @@ const MAX_UNSAVED: usize = 8192;
 
 /// Rows saved with one batch otherwise: saving is spread over the batches, so that no
 /// commit waits behind a thousand row writes.
-const SAVES_PER_BATCH: usize = 64;
+const SAVES_PER_BATCH: usize = 16;
+
+/// Stores an event unless the same delivery is stored already.
+const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events \
+     (event_ts, digest, received_at, event_type, stack, name, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// The writer thread's state.
 pub(super) struct Writer {
@@ -130,6 +136,7 @@ impl Writer {
             max: self.max_certificates,
             last_event_id: self.last_event_id,
         };
+        let mut insert = tx.prepare_cached(INSERT_EVENT)?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut forgot = false;
         for job in batch {
@@ -140,9 +147,14 @@ impl Writer {
                     payload,
                     received_at,
                     ..
-                } => {
-                    Outcome::Recorded(changes.record(&tx, event, digest, payload, *received_at)?)
-                }
+                } => Outcome::Recorded(changes.record(
+                    &tx,
+                    &mut insert,
+                    event,
+                    digest,
+                    payload,
+                    *received_at,
+                )?),
                 Job::Forget { stack, name, .. } => {
                     forgot = true;
                     Outcome::Forgotten(changes.forget(&tx, stack, name)?)
@@ -150,6 +162,7 @@ impl Writer {
                 Job::Probe { bytes, .. } => Outcome::Probed(probe(&tx, *bytes)?),
             });
         }
+        drop(insert);
         let last_event_id = changes.last_event_id;
         let mut saved_keys = HashSet::new();
         let (saved, saved_all) = if forgot {
@@ -378,6 +391,7 @@ impl Changes<'_> {
     fn record(
         &mut self,
         tx: &Transaction<'_>,
+        insert: &mut CachedStatement<'_>,
         event: &SslEvent,
         digest: &[u8; 32],
         payload: &Bytes,
@@ -386,28 +400,27 @@ impl Changes<'_> {
         // Looked up without copying into `changed`: a duplicate or a refused event
         // changes no certificate, so it must not republish or dirty one.
         let key = (event.stack.clone(), event.name.clone());
-        let is_new = match self.changed.get(&key) {
-            Some(cert) => cert.is_none(),
-            None => self.state.get(&event.stack, &event.name).is_none(),
+        let (is_new, published) = match self.changed.get(&key) {
+            Some(cert) => (cert.is_none(), None),
+            None => {
+                let published = self.state.get(&event.stack, &event.name);
+                (published.is_none(), published)
+            }
         };
         if is_new && self.tracked >= self.max {
             return Ok(Recorded::OverLimit);
         }
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO events \
-                 (event_ts, digest, received_at, event_type, stack, name, payload) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                event.timestamp,
-                &digest[..],
-                received_at,
-                event.kind.event_type(),
-                event.stack,
-                event.name,
-                String::from_utf8_lossy(payload),
-            ])?;
+        let inserted = insert.execute(params![
+            event.timestamp,
+            &digest[..],
+            received_at,
+            event.kind.event_type(),
+            event.stack,
+            event.name,
+            // The body parsed as JSON, so it is UTF-8: stored as text without a
+            // second check.
+            ToSqlOutput::Borrowed(ValueRef::Text(payload)),
+        ])?;
         if inserted == 0 {
             return Ok(Recorded::Duplicate);
         }
@@ -415,7 +428,9 @@ impl Changes<'_> {
         if is_new {
             self.tracked += 1;
         }
-        self.current(&event.stack, &event.name)
+        self.changed
+            .entry(key)
+            .or_insert_with(|| published.map(|c| (*c).clone()))
             .get_or_insert_with(|| Certificate::new(&event.stack, &event.name))
             .apply(event);
         Ok(Recorded::Accepted)
