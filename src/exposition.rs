@@ -94,9 +94,34 @@ const FAMILIES: [Family; 9] = [
     },
 ];
 
+/// Where the families are split between two threads: the first five are single
+/// numbers, the last four hold the long `_info` lines, so the halves are about equal.
+const SPLIT: usize = 5;
+
 /// Appends every per-certificate family for `certs` to `out`, as of Unix time `now`.
+/// The two halves of the families are written on two threads (at 100,000
+/// certificates the text is about 80 MB); on one if a thread cannot be started.
 pub fn write_certificates(out: &mut String, certs: &[Arc<Certificate>], now: f64) {
-    for family in &FAMILIES {
+    let (first, second) = FAMILIES.split_at(SPLIT);
+    let capacity = out.capacity() / 2;
+    let written = std::thread::scope(|scope| {
+        let other = std::thread::Builder::new().spawn_scoped(scope, || {
+            let mut text = String::with_capacity(capacity);
+            write_families(&mut text, second, certs, now);
+            text
+        });
+        write_families(out, first, certs, now);
+        other.ok().map(|other| other.join())
+    });
+    match written {
+        Some(Ok(text)) => out.push_str(&text),
+        // No thread (or it panicked, which writing to a String cannot): write it here.
+        _ => write_families(out, second, certs, now),
+    }
+}
+
+fn write_families(out: &mut String, families: &[Family], certs: &[Arc<Certificate>], now: f64) {
+    for family in families {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
         for cert in certs {
