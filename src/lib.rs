@@ -7,7 +7,7 @@
 //! - [`state`]: what the newest events say about each certificate.
 //! - `store`: the embedded database and its group-committing writer thread.
 //! - [`metrics`]: the self-metrics registry and the scrape body; `exposition` writes
-//!   the per-certificate families.
+//!   the per-certificate families, `parallel` splits that work over two cores.
 //! - [`tls`]: HTTPS certificate loading; `auth`: webhook token checks and redaction; `http`: routing and handlers; `page`:
 //!   the landing page.
 //! - `server`: the accept loop and graceful shutdown ([`run`]); [`signal`]: the
@@ -30,6 +30,7 @@ mod auth;
 mod exposition;
 mod http;
 mod page;
+mod parallel;
 mod server;
 mod store;
 

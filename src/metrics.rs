@@ -211,15 +211,21 @@ impl Metrics {
     /// The body of a scrape: per-certificate families as of Unix time `now`, then the
     /// self-metrics, in the text exposition format 0.0.4.
     pub fn render(&self, certs: &[Arc<Certificate>], now: f64) -> Vec<u8> {
+        self.render_parts(certs, now).concat()
+    }
+
+    /// [`Metrics::render`] in parts that follow each other, as they were written (on
+    /// two threads): joining them is left to the caller, which may compress them
+    /// separately instead.
+    pub fn render_parts(&self, certs: &[Arc<Certificate>], now: f64) -> [Vec<u8>; 2] {
         self.certificates
             .set(i64::try_from(certs.len()).unwrap_or(i64::MAX));
-        let mut text = String::with_capacity(certs.len() * 1024 + 16 * 1024);
-        exposition::write_certificates(&mut text, certs, now);
-        let mut out = text.into_bytes();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        let [first, second] = exposition::write_certificates(certs, now);
+        let mut second = second.into_bytes();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut second) {
             tracing::error!(%error, "cannot encode self-metrics");
         }
-        out
+        [first.into_bytes(), second]
     }
 }
 

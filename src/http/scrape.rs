@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use flate2::write::DeflateEncoder;
+use flate2::{Compression, Crc};
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, VARY};
 use http::{HeaderValue, StatusCode};
 
@@ -18,8 +18,12 @@ pub(super) async fn metrics(app: &App, gzip: bool) -> Result<HttpResponse, HttpE
     let certs = app.state().snapshot();
     let app = app.clone();
     let body = tokio::task::spawn_blocking(move || {
-        let text = app.metrics().render(&certs, now());
-        if gzip { gzipped(&text) } else { Ok(text) }
+        let parts = app.metrics().render_parts(&certs, now());
+        if gzip {
+            gzipped(&parts)
+        } else {
+            Ok(parts.concat())
+        }
     })
     .await
     .map_err(|e| HttpError::Unavailable(format!("rendering metrics failed: {e}")))?
@@ -33,12 +37,44 @@ pub(super) async fn metrics(app: &App, gzip: bool) -> Result<HttpResponse, HttpE
     Ok(response)
 }
 
-/// `text` compressed with gzip at a fast level: exposition text compresses about
-/// tenfold even so, and the scrape stays quick.
-fn gzipped(text: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(text.len() / 8), Compression::fast());
-    encoder.write_all(text)?;
-    encoder.finish()
+/// The two parts, joined, as one gzip stream at a fast level (exposition text
+/// compresses about tenfold even so). The parts are compressed on two threads, as
+/// pigz does: the first part's deflate stream ends with a sync flush (byte-aligned, not
+/// final), so the second part's stream continues it, and the CRC-32 of the whole is
+/// combined from the parts'.
+fn gzipped(parts: &[Vec<u8>; 2]) -> std::io::Result<Vec<u8>> {
+    let [first, second] = parts;
+    let (first, second) = crate::parallel::both(|| deflate(first, false), || deflate(second, true));
+    let ((first, mut crc), (second, second_crc)) = (first?, second?);
+    crc.combine(&second_crc);
+    /// ID1 ID2, deflate, no flags, no modification time, no extra flags, unknown OS.
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let mut out = Vec::with_capacity(HEADER.len() + first.len() + second.len() + 8);
+    out.extend_from_slice(&HEADER);
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&crc.amount().to_le_bytes());
+    Ok(out)
+}
+
+/// `part` as raw deflate with its CRC-32; ended with a final block if `last`, else with a
+/// sync flush so that another stream can follow.
+fn deflate(part: &[u8], last: bool) -> std::io::Result<(Vec<u8>, Crc)> {
+    let mut crc = Crc::new();
+    crc.update(part);
+    let mut encoder = DeflateEncoder::new(Vec::with_capacity(part.len() / 8), Compression::fast());
+    encoder.write_all(part)?;
+    let deflated = match last {
+        true => encoder.finish()?,
+        false => {
+            encoder.flush()?;
+            // Taken before the encoder is dropped, which appends a final block to what
+            // is left (nothing).
+            std::mem::take(encoder.get_mut())
+        }
+    };
+    Ok((deflated, crc))
 }
 
 /// Whether `Accept-Encoding` accepts gzip (listed, and not with `q=0`).
@@ -71,6 +107,33 @@ mod tests {
             HeaderValue::from_str(accept_encoding).expect("value"),
         );
         headers
+    }
+
+    /// What a standard single-member gzip reader makes of `gzipped`.
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut text)
+            .expect("valid gzip");
+        text
+    }
+
+    #[test]
+    fn parts_compressed_apart_make_one_gzip_stream_of_their_concatenation() {
+        // Exposition-like text, and bytes that do not compress, in uneven splits.
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("ssl_cert_info{{name=\"n{i}\"}} 1\n").into_bytes())
+            .collect();
+        let noise: Vec<u8> = (0..100_000u64)
+            .map(|i| (i.wrapping_mul(6364136223846793005).rotate_left(17) >> 56) as u8)
+            .collect();
+        for whole in [&text, &noise] {
+            for split in [0, 1, whole.len() / 3, whole.len() - 1, whole.len()] {
+                let parts = [whole[..split].to_vec(), whole[split..].to_vec()];
+                let gz = gzipped(&parts).expect("compress");
+                assert_eq!(gunzip(&gz), *whole, "split at {split}");
+            }
+        }
+        assert_eq!(gunzip(&gzipped(&[vec![], vec![]]).expect("empty")), b"");
     }
 
     #[test]
