@@ -3,8 +3,8 @@
 //! Only the storage writer changes this state, and only after the change is committed,
 //! so readers (scrapes) always see durable facts.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use crate::event::{CertInfo, EventKind, SslEvent};
 
@@ -108,54 +108,17 @@ impl Certificate {
 /// (the only one that changes it) and the scrapes.
 #[derive(Debug, Default)]
 pub struct State {
-    certificates: RwLock<Certificates>,
-}
-
-/// One certificate's current state, replaced in place when it changes.
-type Slot = Mutex<Arc<Certificate>>;
-
-/// The same slots twice: by key for the writer, which looks one up for every event (in
-/// a B-tree of 100,000 certificates that cost several cache misses per event), and in
-/// (stack, name) order for scrapes, which then need no sorting. The ordered map changes
-/// only when a certificate comes or goes.
-#[derive(Debug, Default)]
-struct Certificates {
-    by_key: HashMap<Arc<CertKey>, Arc<Slot>>,
-    ordered: BTreeMap<Arc<CertKey>, Arc<Slot>>,
-}
-
-impl Certificates {
-    fn insert(&mut self, key: CertKey, cert: Arc<Certificate>) {
-        match self.by_key.get(&key) {
-            Some(slot) => *lock(slot) = cert,
-            None => {
-                let (key, slot) = (Arc::new(key), Arc::new(Mutex::new(cert)));
-                self.by_key.insert(Arc::clone(&key), Arc::clone(&slot));
-                self.ordered.insert(key, slot);
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &CertKey) {
-        if let Some((key, _)) = self.by_key.remove_entry(key) {
-            self.ordered.remove(&key);
-        }
-    }
-}
-
-/// A slot's certificate. Slots are only replaced under the state's write lock, so this
-/// never waits; a poisoned slot still holds a whole `Arc`.
-fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Arc<Certificate>> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
+    /// Certificates ordered by (stack, name), so scrapes need no sorting.
+    certificates: RwLock<BTreeMap<CertKey, Arc<Certificate>>>,
 }
 
 impl State {
     /// State holding `certificates` (as restored from storage).
     pub fn new(certificates: impl IntoIterator<Item = Certificate>) -> Self {
-        let mut map = Certificates::default();
-        for cert in certificates {
-            map.insert((cert.stack.clone(), cert.name.clone()), Arc::new(cert));
-        }
+        let map = certificates
+            .into_iter()
+            .map(|cert| ((cert.stack.clone(), cert.name.clone()), Arc::new(cert)))
+            .collect();
         State {
             certificates: RwLock::new(map),
         }
@@ -163,13 +126,8 @@ impl State {
 
     /// The current state of one certificate.
     pub fn get(&self, stack: &str, name: &str) -> Option<Arc<Certificate>> {
-        self.get_key(&(stack.to_owned(), name.to_owned()))
-    }
-
-    /// The current state of the certificate `key`.
-    pub fn get_key(&self, key: &CertKey) -> Option<Arc<Certificate>> {
         let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        map.by_key.get(key).map(|slot| Arc::clone(&lock(slot)))
+        map.get(&(stack.to_owned(), name.to_owned())).cloned()
     }
 
     /// Makes committed changes visible: a certificate's new state, or `None` for one
@@ -184,7 +142,7 @@ impl State {
             match cert {
                 Some(cert) => map.insert(key, cert),
                 None => map.remove(&key),
-            }
+            };
         }
     }
 
@@ -193,10 +151,7 @@ impl State {
     /// they encode.
     pub fn snapshot(&self) -> Vec<Arc<Certificate>> {
         let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        map.ordered
-            .values()
-            .map(|slot| Arc::clone(&lock(slot)))
-            .collect()
+        map.values().cloned().collect()
     }
 
     /// Number of tracked certificates.
@@ -204,7 +159,6 @@ impl State {
         self.certificates
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .by_key
             .len()
     }
 

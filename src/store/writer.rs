@@ -267,7 +267,7 @@ fn save_rows<'k>(
         let saved = match changed.get(key) {
             Some(Some(cert)) => save_certificate(tx, cert, last_event_id),
             Some(None) => delete_certificate(tx, &key.0, &key.1),
-            None => match state.get_key(key) {
+            None => match state.get(&key.0, &key.1) {
                 Some(cert) => save_certificate(tx, &cert, last_event_id),
                 None => delete_certificate(tx, &key.0, &key.1),
             },
@@ -403,7 +403,7 @@ impl Changes<'_> {
         let (is_new, published) = match self.changed.get(&key) {
             Some(cert) => (cert.is_none(), None),
             None => {
-                let published = self.state.get_key(&key);
+                let published = self.state.get(&event.stack, &event.name);
                 (published.is_none(), published)
             }
         };
