@@ -126,8 +126,13 @@ impl State {
 
     /// The current state of one certificate.
     pub fn get(&self, stack: &str, name: &str) -> Option<Arc<Certificate>> {
+        self.get_key(&(stack.to_owned(), name.to_owned()))
+    }
+
+    /// The current state of the certificate `key` (no copy of the key needed).
+    pub fn get_key(&self, key: &CertKey) -> Option<Arc<Certificate>> {
         let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        map.get(&(stack.to_owned(), name.to_owned())).cloned()
+        map.get(key).cloned()
     }
 
     /// Makes committed changes visible: a certificate's new state, or `None` for one

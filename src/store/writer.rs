@@ -98,7 +98,7 @@ impl Writer {
                 if written.saved_all {
                     self.unsaved.clear();
                 } else {
-                    self.unsaved.saved(written.saved);
+                    self.unsaved.saved(written.saved_keys.len());
                     let now = Instant::now();
                     for (key, cert) in &written.changed {
                         if cert.is_some() && !written.saved_keys.contains(key) {
@@ -165,13 +165,13 @@ impl Writer {
         drop(insert);
         let last_event_id = changes.last_event_id;
         let mut saved_keys = HashSet::new();
-        let (saved, saved_all) = if forgot {
+        let saved_all = if forgot {
             // A removal is saved with every other row: replaying the removed
             // certificate's older events at the next start would bring it back.
             let keys = self.unsaved.keys().chain(changes.changed.keys());
             save_rows(&tx, keys, &changes.changed, &self.state, last_event_id)?;
             save_checkpoint(&tx, last_event_id)?;
-            (self.unsaved.len(), true)
+            true
         } else {
             let due = match self.unsaved.len() > MAX_UNSAVED {
                 true => self.unsaved.len(),
@@ -196,14 +196,13 @@ impl Writer {
                     .or(batch_unsaved.then_some(self.last_event_id + 1));
                 save_checkpoint(&tx, oldest.map_or(last_event_id, |first| first - 1))?;
             }
-            (due, false)
+            false
         };
         tx.commit()?;
         Ok(Written {
             outcomes,
             changed: changes.changed,
             last_event_id,
-            saved,
             saved_keys,
             saved_all,
         })
@@ -245,9 +244,7 @@ struct Written {
     changed: HashMap<CertKey, Option<Certificate>>,
     /// Id of the newest committed event.
     last_event_id: i64,
-    /// How many of the oldest unsaved rows the batch saved.
-    saved: usize,
-    /// Which.
+    /// The oldest unsaved rows the batch saved.
     saved_keys: HashSet<CertKey>,
     /// Whether it saved every row (it removed a certificate).
     saved_all: bool,
@@ -267,7 +264,7 @@ fn save_rows<'k>(
         let saved = match changed.get(key) {
             Some(Some(cert)) => save_certificate(tx, cert, last_event_id),
             Some(None) => delete_certificate(tx, &key.0, &key.1),
-            None => match state.get(&key.0, &key.1) {
+            None => match state.get_key(key) {
                 Some(cert) => save_certificate(tx, &cert, last_event_id),
                 None => delete_certificate(tx, &key.0, &key.1),
             },
@@ -383,7 +380,7 @@ impl Changes<'_> {
         let state = self.state;
         self.changed
             .entry((stack.to_owned(), name.to_owned()))
-            .or_insert_with(|| state.get(stack, name).map(|c| (*c).clone()))
+            .or_insert_with_key(|key| state.get_key(key).map(|c| (*c).clone()))
     }
 
     /// Stores one event unless it is a duplicate (or would exceed the limit), and
@@ -403,7 +400,7 @@ impl Changes<'_> {
         let (is_new, published) = match self.changed.get(&key) {
             Some(cert) => (cert.is_none(), None),
             None => {
-                let published = self.state.get(&event.stack, &event.name);
+                let published = self.state.get_key(&key);
                 (published.is_none(), published)
             }
         };
