@@ -98,26 +98,46 @@ const FAMILIES: [Family; 9] = [
 /// numbers, the last four hold the long `_info` lines, so the halves are about equal.
 const SPLIT: usize = 5;
 
-/// Every per-certificate family for `certs`, as of Unix time `now`, in two texts that
-/// follow each other. The halves are written on two threads (at 100,000 certificates
-/// the text is about 80 MB); on one if a thread cannot be started.
-pub fn write_certificates(certs: &[Arc<Certificate>], now: f64) -> [String; 2] {
+/// Every per-certificate family for `certs`, as of Unix time `now`: one text per family,
+/// in order, in two halves that follow each other. Each half is written on its own
+/// thread (on one if a second cannot be started) in a single pass over the
+/// certificates, appending to each of its families' texts in turn: a certificate is
+/// read once per half rather than once per family, which matters once the certificates
+/// no longer fit in the CPU caches (100,000 of them take about 40 MB).
+pub fn write_certificates(certs: &[Arc<Certificate>], now: f64) -> [Vec<String>; 2] {
     let (first, second) = FAMILIES.split_at(SPLIT);
-    let write = |families: &[Family]| {
-        let mut text = String::with_capacity(certs.len() * 512 + 8 * 1024);
-        write_families(&mut text, families, certs, now);
-        text
-    };
+    let write = |families: &[Family]| write_families(families, certs, now);
     let (second, first) = crate::parallel::both(|| write(second), || write(first));
     [first, second]
 }
 
-fn write_families(out: &mut String, families: &[Family], certs: &[Arc<Certificate>], now: f64) {
-    for family in families {
-        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
-        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for cert in certs {
-            write_sample(out, family, cert, now);
+fn write_families(families: &[Family], certs: &[Arc<Certificate>], now: f64) -> Vec<String> {
+    let mut texts: Vec<String> = families
+        .iter()
+        .map(|family| {
+            let mut text = String::with_capacity(certs.len() * family.line_bytes() + 512);
+            let _ = writeln!(text, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(text, "# TYPE {} {}", family.name, family.kind);
+            text
+        })
+        .collect();
+    for cert in certs {
+        for (family, text) in families.iter().zip(&mut texts) {
+            write_sample(text, family, cert, now);
+        }
+    }
+    texts
+}
+
+impl Family {
+    /// Room to reserve per certificate: about a line with typical labels (a text
+    /// outgrows it only for long names).
+    fn line_bytes(&self) -> usize {
+        match self.sample {
+            Sample::Value(_) | Sample::Count(_) => self.name.len() + 96,
+            Sample::Info => self.name.len() + 256,
+            // Only failing certificates have a line.
+            Sample::Error => 0,
         }
     }
 }
@@ -225,7 +245,7 @@ mod tests {
 
     fn render(certs: Vec<Certificate>, now: f64) -> String {
         let certs: Vec<_> = certs.into_iter().map(Arc::new).collect();
-        write_certificates(&certs, now).concat()
+        write_certificates(&certs, now).concat().concat()
     }
 
     fn samples(text: &str) -> Vec<&str> {

@@ -211,22 +211,37 @@ impl Metrics {
     /// The body of a scrape: per-certificate families as of Unix time `now`, then the
     /// self-metrics, in the text exposition format 0.0.4.
     pub fn render(&self, certs: &[Arc<Certificate>], now: f64) -> Vec<u8> {
-        self.render_parts(certs, now).concat()
+        join(&self.render_parts(certs, now))
     }
 
-    /// [`Metrics::render`] in parts that follow each other, as they were written (on
-    /// two threads): joining them is left to the caller, which may compress them
-    /// separately instead.
-    pub fn render_parts(&self, certs: &[Arc<Certificate>], now: f64) -> [Vec<u8>; 2] {
+    /// [`Metrics::render`] in the pieces it was written in (two halves, on two threads):
+    /// joining them is left to the caller, which may compress the halves separately
+    /// instead.
+    pub fn render_parts(&self, certs: &[Arc<Certificate>], now: f64) -> Parts {
         self.certificates
             .set(i64::try_from(certs.len()).unwrap_or(i64::MAX));
-        let [first, second] = exposition::write_certificates(certs, now);
-        let mut second = second.into_bytes();
-        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut second) {
+        let [first, mut second] = exposition::write_certificates(certs, now)
+            .map(|half| half.into_iter().map(String::into_bytes).collect::<Vec<_>>());
+        let mut own = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut own) {
             tracing::error!(%error, "cannot encode self-metrics");
         }
-        [first.into_bytes(), second]
+        second.push(own);
+        [first, second]
     }
+}
+
+/// A scrape body as pieces that follow each other, in two halves.
+pub type Parts = [Vec<Vec<u8>>; 2];
+
+/// The pieces of `parts` joined into one body.
+pub fn join(parts: &Parts) -> Vec<u8> {
+    parts
+        .iter()
+        .flatten()
+        .map(Vec::as_slice)
+        .collect::<Vec<_>>()
+        .concat()
 }
 
 /// The content type of [`Metrics::render`]'s output.

@@ -9,7 +9,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::{HttpError, HttpResponse, now, response};
 use crate::app::App;
-use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Parts, join};
 
 /// `GET /metrics`: rendered (and gzipped when the scraper accepts it, as Prometheus
 /// does) on a blocking thread, so a large scrape never stalls webhooks on the async
@@ -22,7 +22,7 @@ pub(super) async fn metrics(app: &App, gzip: bool) -> Result<HttpResponse, HttpE
         if gzip {
             gzipped(&parts)
         } else {
-            Ok(parts.concat())
+            Ok(join(&parts))
         }
     })
     .await
@@ -37,12 +37,12 @@ pub(super) async fn metrics(app: &App, gzip: bool) -> Result<HttpResponse, HttpE
     Ok(response)
 }
 
-/// The two parts, joined, as one gzip stream at a fast level (exposition text
-/// compresses about tenfold even so). The parts are compressed on two threads, as
-/// pigz does: the first part's deflate stream ends with a sync flush (byte-aligned, not
-/// final), so the second part's stream continues it, and the CRC-32 of the whole is
-/// combined from the parts'.
-fn gzipped(parts: &[Vec<u8>; 2]) -> std::io::Result<Vec<u8>> {
+/// The two halves, joined, as one gzip stream at a fast level (exposition text
+/// compresses about tenfold even so). The halves are compressed on two threads, as
+/// pigz does: the first half's deflate stream ends with a sync flush (byte-aligned, not
+/// final), so the second half's stream continues it, and the CRC-32 of the whole is
+/// combined from the halves'.
+fn gzipped(parts: &Parts) -> std::io::Result<Vec<u8>> {
     let [first, second] = parts;
     let (first, second) = crate::parallel::both(|| deflate(first, false), || deflate(second, true));
     let ((first, mut crc), (second, second_crc)) = (first?, second?);
@@ -58,13 +58,16 @@ fn gzipped(parts: &[Vec<u8>; 2]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// `part` as raw deflate with its CRC-32; ended with a final block if `last`, else with a
-/// sync flush so that another stream can follow.
-fn deflate(part: &[u8], last: bool) -> std::io::Result<(Vec<u8>, Crc)> {
+/// The pieces of `half`, in order, as raw deflate with their CRC-32; ended with a final
+/// block if `last`, else with a sync flush so that another stream can follow.
+fn deflate(half: &[Vec<u8>], last: bool) -> std::io::Result<(Vec<u8>, Crc)> {
     let mut crc = Crc::new();
-    crc.update(part);
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(part.len() / 8), Compression::fast());
-    encoder.write_all(part)?;
+    let size: usize = half.iter().map(Vec::len).sum();
+    let mut encoder = DeflateEncoder::new(Vec::with_capacity(size / 8), Compression::fast());
+    for piece in half {
+        crc.update(piece);
+        encoder.write_all(piece)?;
+    }
     let deflated = match last {
         true => encoder.finish()?,
         false => {
@@ -128,12 +131,22 @@ mod tests {
             .collect();
         for whole in [&text, &noise] {
             for split in [0, 1, whole.len() / 3, whole.len() - 1, whole.len()] {
-                let parts = [whole[..split].to_vec(), whole[split..].to_vec()];
+                // The first half in two pieces, as the families come.
+                let (first, second) = whole.split_at(split);
+                let (first_a, first_b) = first.split_at(split / 2);
+                let parts = [
+                    vec![first_a.to_vec(), first_b.to_vec()],
+                    vec![second.to_vec()],
+                ];
                 let gz = gzipped(&parts).expect("compress");
                 assert_eq!(gunzip(&gz), *whole, "split at {split}");
             }
         }
         assert_eq!(gunzip(&gzipped(&[vec![], vec![]]).expect("empty")), b"");
+        assert_eq!(
+            gunzip(&gzipped(&[vec![vec![]], vec![vec![], vec![]]]).expect("empty")),
+            b""
+        );
     }
 
     #[test]
