@@ -3,13 +3,102 @@
 //! Only the storage writer changes this state, and only after the change is committed,
 //! so readers (scrapes) always see durable facts.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use crate::event::{CertInfo, EventKind, SslEvent};
 
-/// Identifies a certificate: the stack id and the certificate name.
-pub type CertKey = (String, String);
+/// Bytes of the stack and of the name a [`CertKey`] also keeps inline.
+const HEAD: usize = 16;
+
+/// Identifies a certificate: the stack id and the certificate name, ordered as the pair
+/// `(stack, name)`.
+///
+/// The first [`HEAD`] bytes of each are also kept inline, zero-padded, so comparing two
+/// keys in the state's ordered map rarely follows the strings' pointers: with 100,000
+/// certificates each of those is likely a cache miss, and a lookup compares dozens of
+/// keys.
+#[derive(Clone, Debug)]
+pub struct CertKey {
+    stack_head: [u8; HEAD],
+    name_head: [u8; HEAD],
+    stack: String,
+    name: String,
+}
+
+/// The first [`HEAD`] bytes of `text`, padded with zeros. Padded heads order like the
+/// strings they start: 0 is the least byte and a string sorts after its own prefixes, so
+/// where two heads differ, the strings differ the same way.
+fn head(text: &str) -> [u8; HEAD] {
+    let mut head = [0; HEAD];
+    let len = text.len().min(HEAD);
+    head[..len].copy_from_slice(&text.as_bytes()[..len]);
+    head
+}
+
+/// Orders two strings whose heads are equal: equal lengths within the head mean equal
+/// strings, without reading them.
+fn cmp_rest(a: &str, b: &str) -> Ordering {
+    if a.len() == b.len() && a.len() <= HEAD {
+        Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
+}
+
+impl CertKey {
+    /// The key of the certificate `name` on stack `stack`.
+    pub fn new(stack: &str, name: &str) -> Self {
+        CertKey {
+            stack_head: head(stack),
+            name_head: head(name),
+            stack: stack.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The stack id.
+    pub fn stack(&self) -> &str {
+        &self.stack
+    }
+
+    /// The certificate name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Ord for CertKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.stack_head
+            .cmp(&other.stack_head)
+            .then_with(|| cmp_rest(&self.stack, &other.stack))
+            .then_with(|| self.name_head.cmp(&other.name_head))
+            .then_with(|| cmp_rest(&self.name, &other.name))
+    }
+}
+
+impl PartialOrd for CertKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for CertKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for CertKey {}
+
+impl Hash for CertKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (&self.stack, &self.name).hash(state);
+    }
+}
 
 /// Everything known about one certificate.
 ///
@@ -117,7 +206,7 @@ impl State {
     pub fn new(certificates: impl IntoIterator<Item = Certificate>) -> Self {
         let map = certificates
             .into_iter()
-            .map(|cert| ((cert.stack.clone(), cert.name.clone()), Arc::new(cert)))
+            .map(|cert| (CertKey::new(&cert.stack, &cert.name), Arc::new(cert)))
             .collect();
         State {
             certificates: RwLock::new(map),
@@ -126,7 +215,7 @@ impl State {
 
     /// The current state of one certificate.
     pub fn get(&self, stack: &str, name: &str) -> Option<Arc<Certificate>> {
-        self.get_key(&(stack.to_owned(), name.to_owned()))
+        self.get_key(&CertKey::new(stack, name))
     }
 
     /// The current state of the certificate `key` (no copy of the key needed).
@@ -291,9 +380,55 @@ mod tests {
         assert_eq!(cert.info.status.as_deref(), Some("status at 2"));
     }
 
+    proptest::proptest! {
+        /// Keys order, compare and hash as their (stack, name) pairs, whatever the
+        /// strings: embedded NULs (the padding byte), one a prefix of the other, long
+        /// shared starts on either side of the inline head, non-ASCII.
+        #[test]
+        fn keys_order_as_their_pairs(
+            stack in "[0\\x00é]{0,20}", stacks in proptest::array::uniform2("[0\\x00é]{0,3}"),
+            name in "[ab\\x00é]{0,20}", names in proptest::array::uniform2("[ab\\x00é]{0,3}"),
+        ) {
+            // Two keys sharing a start, so that heads often tie.
+            let (a, c) = (format!("{stack}{}", stacks[0]), format!("{stack}{}", stacks[1]));
+            let (b, d) = (format!("{name}{}", names[0]), format!("{name}{}", names[1]));
+            let (x, y) = (CertKey::new(&a, &b), CertKey::new(&c, &d));
+            proptest::prop_assert_eq!(x.cmp(&y), (&a, &b).cmp(&(&c, &d)));
+            proptest::prop_assert_eq!(x == y, (&a, &b) == (&c, &d));
+            let hash = |key: &CertKey| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                key.hash(&mut hasher);
+                hasher.finish()
+            };
+            if x == y {
+                proptest::prop_assert_eq!(hash(&x), hash(&y));
+            }
+        }
+    }
+
+    #[test]
+    fn keys_order_as_their_pairs_at_the_edges() {
+        let exactly_head = "0123456789abcdef";
+        let cases = [
+            (("1", "z"), ("1\0", "a")),
+            (("1", "\0b"), ("1\0", "a")),
+            (("", ""), ("", "\0")),
+            ((exactly_head, "a"), ("0123456789abcdef\0", "a")),
+            ((exactly_head, "a"), ("0123456789abcdefg", "a")),
+            (("9", "web"), ("10", "web")),
+            (("1", "www.example.com.long"), ("1", "www.example.com.lone")),
+        ];
+        for ((a, b), (c, d)) in cases {
+            let (x, y) = (CertKey::new(a, b), CertKey::new(c, d));
+            assert_eq!(x.cmp(&y), (a, b).cmp(&(c, d)), "{a:?} {b:?} / {c:?} {d:?}");
+            assert_eq!(y.cmp(&x), (c, d).cmp(&(a, b)), "{c:?} {d:?} / {a:?} {b:?}");
+            assert_eq!(x.cmp(&x.clone()), Ordering::Equal);
+        }
+    }
+
     #[test]
     fn snapshot_is_ordered_and_apply_replaces_and_removes() {
-        let key = |s: &str, n: &str| (s.to_owned(), n.to_owned());
+        let key = CertKey::new;
         let state = State::new([
             Certificate::new("2", "b"),
             Certificate::new("1", "z"),

@@ -263,10 +263,10 @@ fn save_rows<'k>(
     for key in keys {
         let saved = match changed.get(key) {
             Some(Some(cert)) => save_certificate(tx, cert, last_event_id),
-            Some(None) => delete_certificate(tx, &key.0, &key.1),
+            Some(None) => delete_certificate(tx, key.stack(), key.name()),
             None => match state.get_key(key) {
                 Some(cert) => save_certificate(tx, &cert, last_event_id),
-                None => delete_certificate(tx, &key.0, &key.1),
+                None => delete_certificate(tx, key.stack(), key.name()),
             },
         };
         saved?;
@@ -379,7 +379,7 @@ impl Changes<'_> {
     fn current(&mut self, stack: &str, name: &str) -> &mut Option<Certificate> {
         let state = self.state;
         self.changed
-            .entry((stack.to_owned(), name.to_owned()))
+            .entry(CertKey::new(stack, name))
             .or_insert_with_key(|key| state.get_key(key).map(|c| (*c).clone()))
     }
 
@@ -396,7 +396,7 @@ impl Changes<'_> {
     ) -> rusqlite::Result<Recorded> {
         // Looked up without copying into `changed`: a duplicate or a refused event
         // changes no certificate, so it must not republish or dirty one.
-        let key = (event.stack.clone(), event.name.clone());
+        let key = CertKey::new(&event.stack, &event.name);
         let (is_new, published) = match self.changed.get(&key) {
             Some(cert) => (cert.is_none(), None),
             None => {
