@@ -204,6 +204,45 @@ async fn events_after_the_last_checkpoint_are_replayed_after_kill_9() {
 }
 
 #[tokio::test]
+async fn rows_are_saved_once_webhooks_stop_coming() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    for i in 0..40 {
+        let name = format!("quiet-{}", i % 20);
+        let body = payload("ssl_certificate.install.ok", 100 + i, 6, &name, json!({}));
+        let reply = request(exporter.addr, "POST", "/webhook", &[], &body).await;
+        assert_eq!(reply.status, 200);
+    }
+    // No more webhooks: the rows become due a second after their change and are saved
+    // while it is quiet, so that every stored event is in a row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (checkpoint, newest) = checkpoint_and_newest(dir.path());
+        assert_eq!(newest, 40);
+        if checkpoint == newest {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows still lack events after 20 quiet seconds (checkpoint {checkpoint})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    exporter.kill().await;
+
+    // Nothing left to replay, and nothing counted twice.
+    let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let m = request(exporter.addr, "GET", "/metrics", &[], "")
+        .await
+        .body;
+    for i in 0..20 {
+        let series = cert_series("ssl_install_successes_total", "6", &format!("quiet-{i}"));
+        assert_eq!(sample(&m, &series), Some(2.0), "{series}");
+    }
+    exporter.kill().await;
+}
+
+#[tokio::test]
 async fn a_deleted_certificate_stays_deleted_after_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exporter = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -71,8 +72,32 @@ impl Writer {
 
     /// Commits batches until every sender is gone and the queue is drained, then saves
     /// every unsaved certificate row, so that the next start replays nothing.
+    ///
+    /// Rows are saved with the batches, and also once no webhook has come for
+    /// [`IDLE_AFTER`] while some are due: after a burst, the rows are saved while it is
+    /// quiet instead of waiting for the next webhooks to carry them (and the replay at
+    /// the next start stays short).
     pub(super) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
+        let idle = IdleWait::new();
+        // Set when saving on its own failed: the next batch tries again, not a timer.
+        let mut idle_failed = false;
+        loop {
+            let first = match self.unsaved.oldest_change() {
+                Some(changed) if !idle_failed => {
+                    let due_in = SAVE_AFTER.saturating_sub(changed.elapsed());
+                    match idle.recv(&mut jobs, due_in.max(IDLE_AFTER)) {
+                        Received::Job(job) => Some(job),
+                        Received::Closed => None,
+                        Received::Nothing => {
+                            // An empty batch: it saves the rows that are due.
+                            idle_failed = !self.commit(Vec::new());
+                            continue;
+                        }
+                    }
+                }
+                _ => jobs.blocking_recv(),
+            };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
@@ -80,7 +105,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(batch);
+            idle_failed = !self.commit(batch);
         }
         if !self.unsaved.is_empty() {
             self.save_all();
@@ -88,7 +113,8 @@ impl Writer {
     }
 
     /// Writes and commits one batch, then publishes the changes and answers every job.
-    fn commit(&mut self, batch: Vec<Job>) {
+    /// Returns whether it committed.
+    fn commit(&mut self, batch: Vec<Job>) -> bool {
         let started = Instant::now();
         match self.write(&batch) {
             Ok(written) => {
@@ -111,6 +137,7 @@ impl Writer {
                 for (job, outcome) in batch.into_iter().zip(written.outcomes) {
                     job.answer(Ok(outcome));
                 }
+                true
             }
             Err(error) => {
                 self.metrics.commit_failures.inc();
@@ -119,6 +146,7 @@ impl Writer {
                 for job in batch {
                     job.answer(Err(StoreError::Write(reason.clone())));
                 }
+                false
             }
         }
     }
@@ -274,6 +302,62 @@ fn save_rows<'k>(
     Ok(())
 }
 
+/// How long the queue must stay empty before due rows are saved on their own.
+const IDLE_AFTER: Duration = Duration::from_millis(5);
+
+/// What waiting for a job gave.
+// Moved once per batch, straight out of the match: a box would cost more than the bytes.
+#[allow(clippy::large_enum_variant)]
+enum Received {
+    Job(Job),
+    /// Every sender is gone and the queue is empty.
+    Closed,
+    /// No job within the time given.
+    Nothing,
+}
+
+/// Waits for a job with a time limit, which the queue's blocking receive lacks: the
+/// receive is polled with a waker that unparks this thread, which parks in between.
+struct IdleWait {
+    waker: Waker,
+}
+
+/// Wakes the writer thread parked in [`IdleWait::recv`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl IdleWait {
+    /// For the calling thread.
+    fn new() -> Self {
+        IdleWait {
+            waker: Waker::from(Arc::new(Unpark(std::thread::current()))),
+        }
+    }
+
+    /// The next job, waiting at most `timeout` for one.
+    fn recv(&self, jobs: &mut mpsc::Receiver<Job>, timeout: Duration) -> Received {
+        let deadline = Instant::now() + timeout;
+        let mut cx = Context::from_waker(&self.waker);
+        loop {
+            match jobs.poll_recv(&mut cx) {
+                Poll::Ready(Some(job)) => return Received::Job(job),
+                Poll::Ready(None) => return Received::Closed,
+                Poll::Pending => {}
+            }
+            // Parking returns on an unpark, at the deadline, or spuriously: poll again.
+            match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                _ => return Received::Nothing,
+            }
+        }
+    }
+}
+
 /// Certificates whose row is older than their published state, oldest change first.
 #[derive(Default)]
 struct Unsaved {
@@ -299,6 +383,11 @@ impl Unsaved {
             .take(limit)
             .take_while(|(_, _, since)| now.duration_since(*since) >= SAVE_AFTER)
             .count()
+    }
+
+    /// When the oldest unsaved change was made, if any row is unsaved.
+    fn oldest_change(&self) -> Option<Instant> {
+        self.queue.front().map(|(_, _, since)| *since)
     }
 
     /// The unsaved certificates, oldest change first.
