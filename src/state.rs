@@ -213,12 +213,7 @@ impl State {
         }
     }
 
-    /// The current state of one certificate.
-    pub fn get(&self, stack: &str, name: &str) -> Option<Arc<Certificate>> {
-        self.get_key(&CertKey::new(stack, name))
-    }
-
-    /// The current state of the certificate `key` (no copy of the key needed).
+    /// The current state of the certificate `key`.
     pub fn get_key(&self, key: &CertKey) -> Option<Arc<Certificate>> {
         let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
         map.get(key).cloned()
@@ -454,7 +449,10 @@ mod tests {
                 ("2".into(), "b".into(), 4)
             ]
         );
-        assert_eq!(state.get("2", "b").map(|c| c.install_failures), Some(4));
+        assert_eq!(
+            state.get_key(&key("2", "b")).map(|c| c.install_failures),
+            Some(4)
+        );
         assert_eq!(state.len(), 3);
     }
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::StoreError;
 use crate::event::{CertInfo, Delivery};
-use crate::state::Certificate;
+use crate::state::{CertKey, Certificate};
 use crate::webhook;
 
 /// File name of the database inside `--storage.path`.
@@ -154,9 +154,9 @@ impl Database {
             ", saved_event_id FROM certificates"
         ))?;
         // Each certificate with the id of the newest event its row includes.
-        let mut map: std::collections::HashMap<(String, String), (Certificate, i64)> = stmt
+        let mut map: std::collections::HashMap<CertKey, (Certificate, i64)> = stmt
             .query_map([], |row| Ok((cert_from_row(row)?, row.get(16)?)))?
-            .map(|row| row.map(|(c, saved)| ((c.stack.clone(), c.name.clone()), (c, saved))))
+            .map(|row| row.map(|(c, saved)| (CertKey::new(&c.stack, &c.name), (c, saved))))
             .collect::<rusqlite::Result<_>>()?;
         let checkpoint = self.checkpoint()?;
         let mut replay = self
@@ -171,7 +171,7 @@ impl Database {
             match webhook::parse(payload.as_bytes()) {
                 Ok(Delivery::Ssl { event, .. }) => {
                     let (cert, saved) = map
-                        .entry((event.stack.clone(), event.name.clone()))
+                        .entry(CertKey::new(&event.stack, &event.name))
                         .or_insert_with(|| (Certificate::new(&event.stack, &event.name), 0));
                     if id > *saved {
                         cert.apply(&event);
