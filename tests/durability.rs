@@ -283,3 +283,40 @@ async fn a_deleted_certificate_stays_deleted_after_kill_9() {
     );
     exporter.kill().await;
 }
+
+#[tokio::test]
+async fn the_log_is_copied_into_the_database_while_webhooks_keep_coming() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_file = dir.path().join(cloud66_ssl_exporter::DB_FILE);
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let server = TestServer::start(dir.path()).await;
+    // 40 commits of one 1.3 KiB event each: about 150 log pages, past the checkpoint
+    // thread's 64 but short of the 256 after which the writer used to copy them itself.
+    let padding = "x".repeat(1000);
+    for i in 0..40 {
+        let extra = json!({ "error_message": padding });
+        let body = payload("ssl_certificate.install.fail", 100 + i, 7, "busy", extra);
+        assert_eq!(server.post_event(&body).await.status, 200);
+    }
+    // The pages reach the database file (not only the log) while the exporter runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while size(&db_file) < 40 * 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "database file still {} bytes, log {} bytes",
+            size(&db_file),
+            size(
+                &dir.path()
+                    .join(format!("{}-wal", cloud66_ssl_exporter::DB_FILE))
+            )
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+    // Nothing was lost on the way.
+    let server = TestServer::start(dir.path()).await;
+    let m = server.metrics().await;
+    let series = cert_series("ssl_install_failures_total", "7", "busy");
+    assert_eq!(sample(&m, &series), Some(40.0), "{series}");
+    server.stop().await;
+}

@@ -22,12 +22,6 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 /// time in proportion to the cache (16 MiB: about 9% of the writer's CPU under load).
 const CACHE_KIB: i64 = 4 * 1024;
 
-/// Log pages after which a commit copies the log into the database (SQLite's default
-/// is 1000). The commit that does it waits for the copy and a sync of the database file,
-/// and so does every webhook in it: a quarter of the default makes each wait shorter
-/// (p99 under wrk -c64 from 11.7-11.8 ms to 7.7-7.8 ms) for the same throughput.
-const AUTOCHECKPOINT_PAGES: i64 = 256;
-
 /// `events` keeps every accepted delivery. Its dedup key starts with the payload
 /// timestamp, so live traffic (timestamps close to now) appends to the same few index
 /// pages instead of touching a random page per event, as a bare digest would.
@@ -129,8 +123,6 @@ impl Database {
         conn.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(open_err)?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)
-            .map_err(open_err)?;
-        conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
             .map_err(open_err)?;
         migrate(&mut conn, &path)?;
         Ok(Database { conn, path })

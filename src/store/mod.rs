@@ -4,9 +4,12 @@
 //! through a channel; it takes everything queued, writes it in one transaction and
 //! commits once (group commit), so concurrent deliveries share one fsync. Only after the
 //! commit does it publish the new certificate states and answer the handlers: a 2xx
-//! always means "on disk". The raw payload of every accepted event is kept in `events`;
-//! `database` describes the schema and how the state is restored at start-up.
+//! always means "on disk". A second thread (`checkpointer`) copies the committed log
+//! pages into the database file between commits, on its own connection, so that no
+//! commit waits for that copy. The raw payload of every accepted event is kept in
+//! `events`; `database` describes the schema and how the state is restored at start-up.
 
+mod checkpointer;
 mod database;
 mod writer;
 
@@ -23,6 +26,7 @@ pub use database::{DB_FILE, Database};
 use crate::event::SslEvent;
 use crate::metrics::StorageMetrics;
 use crate::state::State;
+use checkpointer::Checkpointer;
 use writer::Writer;
 
 /// Jobs waiting for the writer before handlers wait for room (back-pressure).
@@ -175,14 +179,25 @@ impl Store {
     /// committed changes are published to `state`. Events for new certificates are
     /// refused once `max_certificates` are tracked.
     pub fn start(
-        db: Database,
+        mut db: Database,
         state: Arc<State>,
         metrics: StorageMetrics,
         max_certificates: usize,
         last_event_id: i64,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        let writer = Writer::new(db, state, metrics, max_certificates, last_event_id);
+        let checkpointer = Checkpointer::start(db.path()).map_err(std::io::Error::other)?;
+        checkpointer
+            .watch(&mut db.conn)
+            .map_err(std::io::Error::other)?;
+        let writer = Writer::new(
+            db,
+            checkpointer,
+            state,
+            metrics,
+            max_certificates,
+            last_event_id,
+        );
         let writer = std::thread::Builder::new()
             .name("storage-writer".into())
             .spawn(move || writer.run(jobs))?;

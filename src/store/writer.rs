@@ -11,6 +11,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
+use super::checkpointer::Checkpointer;
 use super::database::{Database, delete_certificate, save_certificate, save_checkpoint};
 use super::{Forgotten, Job, Outcome, Recorded, StoreError};
 use crate::event::SslEvent;
@@ -41,6 +42,8 @@ const INSERT_EVENT: &str = "INSERT OR IGNORE INTO events \
 /// The writer thread's state.
 pub(super) struct Writer {
     db: Database,
+    /// Copies committed pages into the database file between commits.
+    checkpointer: Checkpointer,
     /// The published state; only this thread changes it.
     state: Arc<State>,
     metrics: StorageMetrics,
@@ -55,6 +58,7 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn new(
         db: Database,
+        checkpointer: Checkpointer,
         state: Arc<State>,
         metrics: StorageMetrics,
         max_certificates: usize,
@@ -62,6 +66,7 @@ impl Writer {
     ) -> Self {
         Writer {
             db,
+            checkpointer,
             state,
             metrics,
             max_certificates,
@@ -110,6 +115,7 @@ impl Writer {
         if !self.unsaved.is_empty() {
             self.save_all();
         }
+        self.checkpointer.stop(&mut self.db.conn);
     }
 
     /// Writes and commits one batch, then publishes the changes and answers every job.
