@@ -165,7 +165,8 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut changes = Changes {
             state: &self.state,
-            changed: HashMap::new(),
+            // At most one entry per job: sized once instead of grown while the batch runs.
+            changed: HashMap::with_capacity(batch.len()),
             tracked: self.state.len(),
             max: self.max_certificates,
             last_event_id: self.last_event_id,
