@@ -17,7 +17,6 @@
 //! thread fall behind or fail, the writer checkpoints inside its commit past
 //! [`INLINE_PAGES`], which bounds the log.
 
-use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
@@ -25,6 +24,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::Wal;
 
 use super::StoreError;
+use super::database::{Database, connect};
 
 /// Log pages after which the checkpoint thread is asked to copy them (about five commits
 /// of a burst): pages that several commits change (the newest rows and index entries,
@@ -47,60 +47,28 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens a second connection to the database at `path` and starts the thread.
-    pub(super) fn start(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_owned(),
-            source,
+    /// Opens a second connection to `db`'s file, starts the thread, and makes `db` (the
+    /// writer's connection) ask it for a checkpoint every [`BACKGROUND_PAGES`] log pages
+    /// and checkpoint itself past [`INLINE_PAGES`].
+    pub(super) fn start(db: &mut Database) -> std::io::Result<Self> {
+        let open_err = |source| {
+            std::io::Error::other(StoreError::Open {
+                path: db.path.clone(),
+                source,
+            })
         };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        conn.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(open_err)?;
+        let conn = connect(&db.path).map_err(open_err)?;
         // One request pending at most: requests made while a checkpoint runs are served
         // by the next one, which copies everything committed by then.
         let (wake, requests) = sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("storage-checkpoint".into())
-            .spawn(move || run(&conn, &requests))
-            .map_err(|e| StoreError::Write(format!("cannot start the checkpoint thread: {e}")))?;
+            .spawn(move || run(&conn, &requests))?;
+        watch(&mut db.conn, wake.clone()).map_err(open_err)?;
         Ok(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
         })
-    }
-
-    /// Makes the writer's connection `conn` ask for a checkpoint every
-    /// [`BACKGROUND_PAGES`] log pages, and checkpoint itself past [`INLINE_PAGES`].
-    pub(super) fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
-        let Some(wake) = self.wake.clone() else {
-            return Ok(());
-        };
-        // Log pages when a checkpoint was last asked for.
-        let mut asked_at = 0;
-        conn.wal_hook(Some(move |wal: &mut Wal, pages: i32| {
-            if pages < asked_at {
-                // The log was started over.
-                asked_at = 0;
-            }
-            if pages >= INLINE_PAGES {
-                // An error here would fail the commit that has happened: the next
-                // commit tries again.
-                if let Err(error) = wal.checkpoint() {
-                    tracing::debug!(%error, "storage checkpoint in the writer skipped");
-                }
-            } else if pages - asked_at >= BACKGROUND_PAGES {
-                asked_at = pages;
-                match wake.try_send(()) {
-                    Ok(()) | Err(TrySendError::Full(())) => {}
-                    Err(TrySendError::Disconnected(())) => {
-                        tracing::warn!("storage checkpoint thread has stopped");
-                    }
-                }
-            }
-            Ok(())
-        }))
     }
 
     /// Stops watching `conn` (the writer's connection) and stops the thread once its
@@ -117,6 +85,35 @@ impl Checkpointer {
             tracing::error!("storage checkpoint thread panicked");
         }
     }
+}
+
+/// Makes the writer's connection `conn` ask for a checkpoint through `wake` every
+/// [`BACKGROUND_PAGES`] log pages, and checkpoint itself past [`INLINE_PAGES`].
+fn watch(conn: &mut Connection, wake: SyncSender<()>) -> rusqlite::Result<()> {
+    // Log pages when a checkpoint was last asked for.
+    let mut asked_at = 0;
+    conn.wal_hook(Some(move |wal: &mut Wal, pages: i32| {
+        if pages < asked_at {
+            // The log was started over.
+            asked_at = 0;
+        }
+        if pages >= INLINE_PAGES {
+            // An error here would fail the commit that has happened: the next
+            // commit tries again.
+            if let Err(error) = wal.checkpoint() {
+                tracing::debug!(%error, "storage checkpoint in the writer skipped");
+            }
+        } else if pages - asked_at >= BACKGROUND_PAGES {
+            asked_at = pages;
+            match wake.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => {
+                    tracing::warn!("storage checkpoint thread has stopped");
+                }
+            }
+        }
+        Ok(())
+    }))
 }
 
 /// Checkpoints once per request until the writer is gone.

@@ -111,17 +111,13 @@ impl Database {
             path: path.clone(),
             source,
         };
-        let mut conn = Connection::open(&path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        let mut conn = connect(&path).map_err(open_err)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "database did not switch to WAL mode");
         }
-        conn.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(open_err)?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(open_err)?;
         migrate(&mut conn, &path)?;
@@ -241,6 +237,15 @@ impl Database {
             source,
         }
     }
+}
+
+/// A connection to the database file at `path` as every one of ours is set up: commits
+/// and checkpoints synced (`synchronous = FULL`), and a wait of up to 5 s for a lock.
+pub(super) fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA synchronous = FULL;")?;
+    Ok(conn)
 }
 
 /// Records that the `certificates` rows include every event up to `event_id`.

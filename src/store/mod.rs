@@ -186,10 +186,7 @@ impl Store {
         last_event_id: i64,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        let checkpointer = Checkpointer::start(db.path()).map_err(std::io::Error::other)?;
-        checkpointer
-            .watch(&mut db.conn)
-            .map_err(std::io::Error::other)?;
+        let checkpointer = Checkpointer::start(&mut db)?;
         let writer = Writer::new(
             db,
             checkpointer,
