@@ -1,6 +1,9 @@
 //! `POST /webhook`: authenticate, read, validate, store, answer, count.
 
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -74,12 +77,7 @@ async fn receive(
     }
     let received_at = now();
     let limits = app.config();
-    let body = tokio::time::timeout(
-        limits.timeouts.body_read,
-        read_body(request, limits.max_body_bytes),
-    )
-    .await
-    .map_err(|_| HttpError::BodyTimeout)??;
+    let body = read_body_in_time(request, limits.max_body_bytes, limits.timeouts.body_read).await?;
     let delivery = crate::webhook::parse(&body).map_err(|error| {
         *event_type = known_event_type(&body);
         HttpError::BadRequest(error.to_string())
@@ -120,6 +118,23 @@ async fn receive(
             Ok(result)
         }
     }
+}
+
+/// Reads the whole body within `timeout`. A body that came with the request head (as a
+/// webhook's few hundred bytes do) is complete at the first poll, and then no timer is
+/// set: arming and clearing one cost about 1 µs of the ~30 µs a webhook takes (perf).
+async fn read_body_in_time(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, HttpError> {
+    let mut read = std::pin::pin!(read_body(request, limit));
+    if let Poll::Ready(body) = poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        return body;
+    }
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| HttpError::BodyTimeout)?
 }
 
 /// Reads the whole body, refusing (413) anything over `limit` bytes, announced or not.
