@@ -102,6 +102,7 @@ impl App {
             metrics.storage.clone(),
             config.max_certificates,
             restored.last_event_id,
+            restored.unsaved,
         )
         .map_err(StartError::Thread)?;
         Ok(App {

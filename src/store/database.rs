@@ -30,7 +30,8 @@ const CACHE_KIB: i64 = 4 * 1024;
 /// second after the change, a few rows with each batch. A row includes every event of
 /// its certificate up to its `saved_event_id`, and every row includes every event up to
 /// `meta.state_checkpoint`. At start-up the events after it are replayed, each onto a row
-/// that does not include it yet, so every committed event counts once.
+/// that does not include it yet, so every committed event counts once; the rows the
+/// replay changed are then saved like any changed row.
 const SCHEMA: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -89,6 +90,9 @@ pub struct Restored {
     pub certificates: Vec<Certificate>,
     /// How many events were replayed on top of the checkpoint.
     pub replayed: usize,
+    /// The certificates the replay changed, each with the first event its row lacks, in
+    /// event order: their rows stay behind the state until the writer saves them.
+    pub unsaved: Vec<(CertKey, i64)>,
     /// Id of the newest stored event (0 if none).
     pub last_event_id: i64,
 }
@@ -141,10 +145,11 @@ impl Database {
             cert_columns!(),
             ", saved_event_id FROM certificates"
         ))?;
-        // Each certificate with the id of the newest event its row includes.
-        let mut map: std::collections::HashMap<CertKey, (Certificate, i64)> = stmt
+        // Each certificate with the id of the newest event its row includes, and of the
+        // first event replayed onto it.
+        let mut map: std::collections::HashMap<CertKey, (Certificate, i64, Option<i64>)> = stmt
             .query_map([], |row| Ok((cert_from_row(row)?, row.get(16)?)))?
-            .map(|row| row.map(|(c, saved)| (CertKey::new(&c.stack, &c.name), (c, saved))))
+            .map(|row| row.map(|(c, saved)| (CertKey::new(&c.stack, &c.name), (c, saved, None))))
             .collect::<rusqlite::Result<_>>()?;
         let checkpoint = self.checkpoint()?;
         let mut replay = self
@@ -158,10 +163,11 @@ impl Database {
             let payload: String = row.get(1)?;
             match webhook::parse(payload.as_bytes()) {
                 Ok(Delivery::Ssl { event, .. }) => {
-                    let (cert, saved) = map
+                    let (cert, saved, first_replayed) = map
                         .entry(CertKey::new(&event.stack, &event.name))
-                        .or_insert_with(|| (Certificate::new(&event.stack, &event.name), 0));
+                        .or_insert_with(|| (Certificate::new(&event.stack, &event.name), 0, None));
                     if id > *saved {
+                        first_replayed.get_or_insert(id);
                         cert.apply(&event);
                         replayed += 1;
                     }
@@ -174,9 +180,15 @@ impl Database {
         let newest: Option<i64> = self
             .conn
             .query_row("SELECT max(id) FROM events", [], |row| row.get(0))?;
+        let mut unsaved: Vec<(CertKey, i64)> = map
+            .iter()
+            .filter_map(|(key, (_, _, first))| first.map(|first| (key.clone(), first)))
+            .collect();
+        unsaved.sort_unstable_by_key(|&(_, first)| first);
         Ok(Restored {
-            certificates: map.into_values().map(|(cert, _)| cert).collect(),
+            certificates: map.into_values().map(|(cert, _, _)| cert).collect(),
             replayed,
+            unsaved,
             last_event_id: newest.unwrap_or(0).max(last_event_id),
         })
     }
@@ -435,6 +447,34 @@ mod tests {
         assert_eq!(restored.last_event_id, 6);
         let b = restored.certificates.iter().find(|c| c.name == "b");
         assert_eq!(b.and_then(|c| c.error_message.clone()), Some("e6".into()));
+        assert_eq!(
+            restored.unsaved,
+            vec![(CertKey::new("1", "b"), 4)],
+            "only b's row is behind, from event 4 on"
+        );
+    }
+
+    #[test]
+    fn replayed_certificates_are_listed_by_their_first_replayed_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open(dir.path()).expect("open");
+        // c gets event 1, then a and b alternate; c's row includes its event.
+        store_event(&db, 1, &failure(1, "c"));
+        for id in 2..=7 {
+            let name = if id % 2 == 1 { "a" } else { "b" };
+            store_event(&db, id, &failure(id, name));
+        }
+        let tx = db.conn.unchecked_transaction().expect("tx");
+        save_certificate(&tx, &after("c", &[1]), 1).expect("save c");
+        tx.commit().expect("commit");
+
+        let restored = db.restore().expect("restore");
+        assert_eq!(restored.replayed, 6);
+        assert_eq!(
+            restored.unsaved,
+            vec![(CertKey::new("1", "b"), 2), (CertKey::new("1", "a"), 3)],
+            "oldest first; c is not behind"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use database::{DB_FILE, Database};
 
 use crate::event::SslEvent;
 use crate::metrics::StorageMetrics;
-use crate::state::State;
+use crate::state::{CertKey, State};
 use checkpointer::Checkpointer;
 use writer::Writer;
 
@@ -175,15 +175,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Starts the writer thread on `db`, whose newest event is `last_event_id`;
-    /// committed changes are published to `state`. Events for new certificates are
-    /// refused once `max_certificates` are tracked.
+    /// Starts the writer thread on `db`, whose newest event is `last_event_id` and whose
+    /// rows lack the events replayed at start-up (`replayed`: each certificate with the
+    /// first event its row lacks, oldest first); committed changes are published to
+    /// `state`. Events for new certificates are refused once `max_certificates` are
+    /// tracked.
     pub fn start(
         mut db: Database,
         state: Arc<State>,
         metrics: StorageMetrics,
         max_certificates: usize,
         last_event_id: i64,
+        replayed: Vec<(CertKey, i64)>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let checkpointer = Checkpointer::start(&mut db)?;
@@ -194,6 +197,7 @@ impl Store {
             metrics,
             max_certificates,
             last_event_id,
+            replayed,
         );
         let writer = std::thread::Builder::new()
             .name("storage-writer".into())

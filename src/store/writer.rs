@@ -63,14 +63,22 @@ impl Writer {
         metrics: StorageMetrics,
         max_certificates: usize,
         last_event_id: i64,
+        replayed: Vec<(CertKey, i64)>,
     ) -> Self {
+        // The rows a replay brought up to date are saved like any changed row, so that
+        // the next start does not replay the same events again.
+        let mut unsaved = Unsaved::default();
+        let now = Instant::now();
+        for (key, first_event) in &replayed {
+            unsaved.add(key, *first_event, now);
+        }
         Writer {
             db,
             checkpointer,
             state,
             metrics,
             max_certificates,
-            unsaved: Unsaved::default(),
+            unsaved,
             last_event_id,
         }
     }
