@@ -248,7 +248,7 @@ async fn rows_are_saved_once_webhooks_stop_coming() {
         let reply = request(exporter.addr, "POST", "/webhook", &[], &body).await;
         assert_eq!(reply.status, 200);
     }
-    // No more webhooks: the rows become due a second after their change and are saved
+    // No more webhooks: the rows become due 2 s after their change and are saved
     // while it is quiet, so that every stored event is in a row.
     wait_until_rows_hold_every_event(dir.path(), 40).await;
     exporter.kill().await;

@@ -26,8 +26,8 @@ const CACHE_KIB: i64 = 4 * 1024;
 /// timestamp, so live traffic (timestamps close to now) appends to the same few index
 /// pages instead of touching a random page per event, as a bare digest would.
 ///
-/// `certificates` is a checkpoint of the state: the writer saves a changed row about a
-/// second after the change, a few rows with each batch. A row includes every event of
+/// `certificates` is a checkpoint of the state: the writer saves a changed row two
+/// seconds after the change, a few rows with each batch. A row includes every event of
 /// its certificate up to its `saved_event_id`, and every row includes every event up to
 /// `meta.state_checkpoint`. At start-up the events after it are replayed, each onto a row
 /// that does not include it yet, so every committed event counts once; the rows the
