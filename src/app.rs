@@ -7,6 +7,7 @@ use std::sync::Arc;
 use once_cell::sync::OnceCell;
 
 use crate::auth::Authenticator;
+use crate::cloud66::{SyncMetrics, Syncer};
 use crate::config::{AppConfig, WebhookAuth};
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -54,6 +55,8 @@ struct Inner {
     state: Arc<State>,
     /// Self-metrics and the scrape encoder.
     metrics: Metrics,
+    /// Cloud66 API reconciliation, when an API token is configured.
+    syncer: Option<Arc<Syncer>>,
     /// The landing page, rendered on first request (it depends only on configuration).
     index_page: OnceCell<String>,
 }
@@ -73,11 +76,12 @@ impl App {
                 WebhookAuth::Stored => Some(db.webhook_token()?),
                 WebhookAuth::Disabled => None,
             };
-            Ok((db, restored, last_received, token))
+            let stacks = db.stacks()?;
+            Ok((db, restored, last_received, token, stacks))
         })
         .await
         .map_err(|e| StartError::Thread(std::io::Error::other(e)))?;
-        let (db, restored, last_received, token) = restored.map_err(StartError::Storage)?;
+        let (db, restored, last_received, token, stacks) = restored.map_err(StartError::Storage)?;
         tracing::info!(
             database = %db.path().display(),
             certificates = restored.certificates.len(),
@@ -95,6 +99,14 @@ impl App {
         if let Some(at) = last_received {
             metrics.set_last_webhook(at);
         }
+        let syncer = match &config.cloud66 {
+            Some(cloud66) => {
+                let sync_metrics = SyncMetrics::register(metrics.registry(), cloud66.sync_interval)
+                    .map_err(StartError::Metrics)?;
+                Some(Arc::new(Syncer::new(cloud66.clone(), sync_metrics, stacks)))
+            }
+            None => None,
+        };
         let state = Arc::new(State::new(restored.certificates));
         let store = Store::start(
             db,
@@ -113,6 +125,7 @@ impl App {
                 store,
                 state,
                 metrics,
+                syncer,
                 index_page: OnceCell::new(),
             }),
         })
@@ -146,6 +159,11 @@ impl App {
     /// Self-metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Cloud66 API reconciliation, when configured.
+    pub(crate) fn syncer(&self) -> Option<&Arc<Syncer>> {
+        self.inner.syncer.as_ref()
     }
 
     /// The landing page HTML.

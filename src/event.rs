@@ -47,7 +47,8 @@ impl EventKind {
 /// The descriptive fields exposed as labels of `ssl_cert_info`, already normalised to
 /// label values. `None` means the payload did not carry the field (or carried `null`),
 /// so the last known value is kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CertInfo {
     /// Comma-separated domains, as Cloud66 sends them.
     pub server_names: Option<String>,
@@ -99,4 +100,35 @@ pub enum Delivery {
         /// The `event_type` as sent.
         event_type: String,
     },
+}
+
+/// The `event_type` under which observations are stored beside webhook events.
+pub const OBSERVATION_EVENT_TYPE: &str = "cloud66.api.ssl_certificate";
+
+/// What Cloud66's API said about one certificate when it was fetched: applied with the
+/// same "newest wins, per aspect" rule as webhooks, ordered by `fetched_at`, and never
+/// counted as an event.
+///
+/// Stored (as JSON) in the event log, so its serialised form is a storage format: fields
+/// may be added with `#[serde(default)]`, never renamed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    /// When the page holding it was fetched (Unix seconds): orders it against webhooks.
+    pub fetched_at: f64,
+    /// The `stack` label it applies to: the webhook stack id when known, else the uid.
+    pub stack: String,
+    /// The stack's uid in the API.
+    pub stack_uid: String,
+    /// The certificate's `uuid` in the API.
+    pub uuid: String,
+    /// The certificate name (the `name` label); never empty.
+    pub name: String,
+    /// `expires_at` as Unix seconds; `None` (null or absent) keeps the last known expiry.
+    pub expiry: Option<f64>,
+    /// `Some(true)` for status 2 (failed), `Some(false)` for 3 (installed); any other
+    /// status leaves the install state as it is.
+    pub install_failing: Option<bool>,
+    /// Descriptive fields, normalised like a webhook's.
+    pub info: CertInfo,
 }

@@ -16,6 +16,7 @@
 //! The binary parses configuration, opens the [`App`], binds a listener and calls
 //! [`run`]; tests do the same on `127.0.0.1:0`.
 
+pub mod cloud66;
 pub mod config;
 pub mod event;
 pub mod logging;
@@ -43,3 +44,9 @@ pub const GIT_REVISION: &str = match option_env!("GIT_REVISION") {
     Some(revision) => revision,
     None => "unknown",
 };
+
+/// The current Unix time in seconds: webhook arrivals, API fetches, scrapes.
+pub(crate) fn now() -> f64 {
+    let now = chrono::Utc::now();
+    now.timestamp() as f64 + f64::from(now.timestamp_subsec_nanos()) / 1e9
+}

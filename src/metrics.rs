@@ -91,7 +91,8 @@ pub struct Metrics {
 
 const NAMESPACE: &str = "cloud66_ssl_exporter";
 
-fn opts(name: &str, help: &str) -> Opts {
+/// Options of a self-metric: its name in the exporter's namespace.
+pub(crate) fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(NAMESPACE)
 }
 
@@ -193,6 +194,11 @@ impl Metrics {
         self.webhook_children[event * RESULTS + result as usize]
             .get_or_init(|| self.webhooks.with_label_values(&[label, result.as_str()]))
             .inc();
+    }
+
+    /// The registry, for instruments registered later (the sync's, when configured).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Records the configured certificate limit.

@@ -39,6 +39,10 @@ pub async fn run(
         .as_ref()
         .map(|tls| TlsAcceptor::from(Arc::clone(&tls.server)));
     let slots = Arc::new(Semaphore::new(app.config().max_connections));
+    // The first sync starts now that webhooks can be received; it stops with the server.
+    let sync = app
+        .syncer()
+        .map(|syncer| tokio::spawn(Arc::clone(syncer).run(app.clone())));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -69,6 +73,12 @@ pub async fn run(
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
+    // A sync cut short loses nothing: what it stored is committed, the rest is fetched
+    // again by the next start's sync.
+    if let Some(sync) = sync {
+        sync.abort();
+        let _ = sync.await;
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {

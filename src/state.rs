@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
-use crate::event::{CertInfo, EventKind, SslEvent};
+use crate::event::{CertInfo, EventKind, Observation, SslEvent};
 
 /// Bytes of the stack and of the name a [`CertKey`] also keeps inline.
 const HEAD: usize = 16;
@@ -102,9 +102,10 @@ impl Hash for CertKey {
 
 /// Everything known about one certificate.
 ///
-/// Each aspect (descriptive fields, expiry, install outcome) follows the newest event
-/// that speaks about it, by payload timestamp, with arrival order breaking ties: a late,
-/// older event is still counted but never rolls an aspect back.
+/// Each aspect (descriptive fields, expiry, install outcome) follows the newest event or
+/// API observation that speaks about it, by payload timestamp (a webhook) or fetch time
+/// (an observation), with arrival order breaking ties: a late, older event is still
+/// counted but never rolls an aspect back. Observations are never counted.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Certificate {
     /// Stack id, the `stack` label.
@@ -115,8 +116,12 @@ pub struct Certificate {
     pub expiry: Option<f64>,
     /// Payload timestamp of the event that set `expiry`.
     pub expiry_event_ts: Option<f64>,
-    /// Payload timestamp of the newest event of any kind.
+    /// Payload timestamp of the newest webhook event of any kind.
     pub last_event_ts: Option<f64>,
+    /// Timestamp of the event or observation that last set the descriptive fields.
+    pub info_ts: Option<f64>,
+    /// Fetch time of the newest API observation applied, if the API ever showed it.
+    pub observed_ts: Option<f64>,
     /// Whether the newest install event was a failure.
     pub install_failing: bool,
     /// Payload timestamp of the newest install event (ok or fail).
@@ -165,30 +170,101 @@ impl Certificate {
         }
         if is_newer(ts, self.last_event_ts) {
             self.last_event_ts = Some(ts);
-            let info = &mut self.info;
-            merge(&mut info.server_names, &event.info.server_names);
-            merge(&mut info.lets_encrypt, &event.info.lets_encrypt);
-            merge(
-                &mut info.has_intermediate_cert,
-                &event.info.has_intermediate_cert,
-            );
-            merge(&mut info.ssl_termination, &event.info.ssl_termination);
-            merge(&mut info.status, &event.info.status);
         }
-        if let Some(expiry) = event.expiry
+        self.set_info(ts, &event.info);
+        self.set_expiry(ts, event.expiry);
+        if event.kind.is_install() {
+            let failing = event.kind == EventKind::InstallFail;
+            self.set_install(ts, failing, event.error_message.as_ref());
+        }
+    }
+
+    /// Lets an API observation update every aspect it is the newest word on; counts
+    /// nothing. A failure seen in the API carries no message: one a webhook gave for the
+    /// same failure is kept.
+    pub fn observe(&mut self, observation: &Observation) {
+        let ts = observation.fetched_at;
+        self.observed_ts = Some(self.observed_ts.map_or(ts, |seen| seen.max(ts)));
+        self.set_info(ts, &observation.info);
+        self.set_expiry(ts, observation.expiry);
+        if let Some(failing) = observation.install_failing {
+            let message = match failing && self.install_failing {
+                true => self.error_message.clone(),
+                false => None,
+            };
+            self.set_install(ts, failing, message.as_ref());
+        }
+    }
+
+    /// Takes in `other`, the same certificate known under another stack label (its uid
+    /// before the stack id was known): counters add up, each aspect follows the newer
+    /// word, ties going to `self`.
+    pub fn absorb(&mut self, other: Certificate) {
+        self.install_failures += other.install_failures;
+        self.install_successes += other.install_successes;
+        self.expire_soon_notifications += other.expire_soon_notifications;
+        let newest = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_event_ts = newest(self.last_event_ts, other.last_event_ts);
+        self.observed_ts = newest(self.observed_ts, other.observed_ts);
+        if let Some(ts) = other.info_ts {
+            self.set_info(ts, &other.info);
+        }
+        if let Some(ts) = other.expiry_event_ts {
+            self.set_expiry(ts, other.expiry);
+        }
+        if let Some(ts) = other.install_event_ts {
+            self.set_install(ts, other.install_failing, other.error_message.as_ref());
+        }
+    }
+
+    /// Whether both say the same about the certificate: everything but the times at
+    /// which each aspect was last set. An observation that changes no fact is not
+    /// stored.
+    pub fn same_facts(&self, other: &Certificate) -> bool {
+        self.stack == other.stack
+            && self.name == other.name
+            && self.expiry == other.expiry
+            && self.install_failing == other.install_failing
+            && self.error_message == other.error_message
+            && self.info == other.info
+            && self.install_failures == other.install_failures
+            && self.install_successes == other.install_successes
+            && self.expire_soon_notifications == other.expire_soon_notifications
+    }
+
+    /// The descriptive fields from a word at `ts`, if it is the newest on them.
+    fn set_info(&mut self, ts: f64, info: &CertInfo) {
+        if !is_newer(ts, self.info_ts) {
+            return;
+        }
+        self.info_ts = Some(ts);
+        let mine = &mut self.info;
+        merge(&mut mine.server_names, &info.server_names);
+        merge(&mut mine.lets_encrypt, &info.lets_encrypt);
+        merge(&mut mine.has_intermediate_cert, &info.has_intermediate_cert);
+        merge(&mut mine.ssl_termination, &info.ssl_termination);
+        merge(&mut mine.status, &info.status);
+    }
+
+    /// The expiry from a word at `ts`, if it gave one and is the newest on it.
+    fn set_expiry(&mut self, ts: f64, expiry: Option<f64>) {
+        if let Some(expiry) = expiry
             && is_newer(ts, self.expiry_event_ts)
         {
             self.expiry = Some(expiry);
             self.expiry_event_ts = Some(ts);
         }
-        if event.kind.is_install() && is_newer(ts, self.install_event_ts) {
+    }
+
+    /// The install outcome from a word at `ts`, if it is the newest on it.
+    fn set_install(&mut self, ts: f64, failing: bool, message: Option<&String>) {
+        if is_newer(ts, self.install_event_ts) {
             self.install_event_ts = Some(ts);
-            self.install_failing = event.kind == EventKind::InstallFail;
-            self.error_message = if self.install_failing {
-                event.error_message.clone()
-            } else {
-                None
-            };
+            self.install_failing = failing;
+            self.error_message = if failing { message.cloned() } else { None };
         }
     }
 }
@@ -300,6 +376,17 @@ impl State {
         map.order
             .values()
             .filter_map(|&slot| map.slots.get(slot).cloned().flatten())
+            .collect()
+    }
+
+    /// The keys of every certificate labelled `stack`.
+    pub fn keys_of_stack(&self, stack: &str) -> Vec<CertKey> {
+        let map = self.certificates.read().unwrap_or_else(|e| e.into_inner());
+        map.order
+            .range(CertKey::new(stack, "")..)
+            .map(|(key, _)| key)
+            .take_while(|key| key.stack() == stack)
+            .cloned()
             .collect()
     }
 
@@ -434,6 +521,107 @@ mod tests {
         let cert = applied(&[first, second]);
         assert_eq!(cert.info.server_names.as_deref(), Some("a.example"));
         assert_eq!(cert.info.status.as_deref(), Some("status at 2"));
+    }
+
+    fn observation(ts: f64, expiry: Option<f64>, failing: Option<bool>) -> Observation {
+        Observation {
+            fetched_at: ts,
+            stack: "123".into(),
+            stack_uid: "uid".into(),
+            uuid: "u".into(),
+            name: "web".into(),
+            expiry,
+            install_failing: failing,
+            info: CertInfo {
+                status: Some(format!("seen at {ts}")),
+                ..CertInfo::default()
+            },
+        }
+    }
+
+    #[test]
+    fn an_observation_counts_nothing_and_the_newest_word_wins_both_ways() {
+        // A fetch newer than a stale webhook wins...
+        let mut cert = applied(&[event(EventKind::InstallFail, 10.0, Some(100.0))]);
+        cert.observe(&observation(20.0, Some(200.0), Some(false)));
+        assert_eq!((cert.expiry, cert.install_failing), (Some(200.0), false));
+        assert_eq!(cert.error_message, None);
+        assert_eq!(cert.info.status.as_deref(), Some("seen at 20"));
+        assert_eq!((cert.install_failures, cert.install_successes), (1, 0));
+        assert_eq!(
+            cert.last_event_ts,
+            Some(10.0),
+            "observations are not events"
+        );
+        assert_eq!(cert.observed_ts, Some(20.0));
+        // ...and a webhook newer than the fetch wins.
+        cert.apply(&event(EventKind::InstallFail, 30.0, None));
+        assert!(cert.install_failing);
+        assert_eq!(cert.expiry, Some(200.0), "the failure gave no expiry");
+        // A fetch older than the failure does not undo it, though its expiry is still
+        // the newest word on expiry; a null expiry keeps the last known one.
+        cert.observe(&observation(25.0, Some(300.0), Some(false)));
+        assert_eq!((cert.expiry, cert.install_failing), (Some(300.0), true));
+        let before = cert.clone();
+        cert.observe(&observation(24.0, Some(400.0), Some(false)));
+        assert!(cert.same_facts(&before), "an older fetch changes nothing");
+        cert.observe(&observation(40.0, None, None));
+        assert_eq!((cert.expiry, cert.install_failing), (Some(300.0), true));
+    }
+
+    #[test]
+    fn a_failure_seen_in_the_api_keeps_the_webhook_s_message() {
+        let mut cert = applied(&[event(EventKind::InstallFail, 10.0, None)]);
+        cert.observe(&observation(20.0, None, Some(true)));
+        assert_eq!(cert.error_message.as_deref(), Some("failed at 10"));
+        let mut fresh = Certificate::new("123", "web");
+        fresh.observe(&observation(20.0, None, Some(true)));
+        assert!(fresh.install_failing);
+        assert_eq!(fresh.error_message, None);
+    }
+
+    #[test]
+    fn absorbing_adds_counters_and_keeps_the_newest_aspects() {
+        let mut by_id = applied(&[
+            event(EventKind::InstallOk, 10.0, Some(100.0)),
+            event(EventKind::ExpireSoon, 12.0, Some(100.0)),
+        ]);
+        let mut by_uid = Certificate::new("uid", "web");
+        by_uid.observe(&observation(20.0, Some(200.0), Some(false)));
+        by_uid.install_failures = 2;
+        by_id.absorb(by_uid);
+        assert_eq!(by_id.stack, "123");
+        assert_eq!(by_id.expiry, Some(200.0));
+        assert_eq!(
+            (
+                by_id.install_failures,
+                by_id.install_successes,
+                by_id.expire_soon_notifications
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            (by_id.last_event_ts, by_id.observed_ts),
+            (Some(12.0), Some(20.0))
+        );
+        assert_eq!(by_id.info.status.as_deref(), Some("seen at 20"));
+    }
+
+    #[test]
+    fn keys_of_a_stack_are_exactly_its_own() {
+        let state = State::new([
+            Certificate::new("12", "a"),
+            Certificate::new("1", "b"),
+            Certificate::new("1", "a"),
+            Certificate::new("", "x"),
+        ]);
+        let names: Vec<_> = state
+            .keys_of_stack("1")
+            .iter()
+            .map(|k| k.name().to_owned())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(state.keys_of_stack("2").is_empty());
     }
 
     proptest::proptest! {

@@ -26,6 +26,15 @@ fn help_documents_every_flag_with_its_variable() {
         "--webhook.max-body-bytes",
         "--log.level",
         "--log.format",
+        "--cloud66.api-token",
+        "--cloud66.api-token-file",
+        "--cloud66.api-url",
+        "--cloud66.api-ca-file",
+        "--cloud66.stacks",
+        "--cloud66.stack-ids",
+        "--cloud66.sync-interval",
+        "--cloud66.max-requests-per-hour",
+        "--cloud66.forget-missing-after",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         let variable = format!(
@@ -35,6 +44,9 @@ fn help_documents_every_flag_with_its_variable() {
                 .to_uppercase()
         );
         assert!(help.contains(&variable), "{variable} missing from --help");
+    }
+    for fallback in ["CLOUD66_WEBHOOK_TOKEN", "CLOUD66_API_TOKEN"] {
+        assert!(help.contains(fallback), "{fallback} missing from --help");
     }
 }
 
@@ -62,11 +74,16 @@ fn invalid_configuration_exits_64_with_one_line_before_binding() {
         vec!["--webhook.max-body-bytes=0"],
         vec!["--web.telemetry-path=/healthz"],
         vec!["--log.level=loud"],
+        vec!["--cloud66.sync-interval=5m"],
+        vec!["--cloud66.api-token=t", "--cloud66.sync-interval=30s"],
+        vec!["--cloud66.api-token=t", "--cloud66.api-url=ftp://h"],
     ] {
         let output = Command::new(BIN)
             .args(&args)
             .arg(format!("--storage.path={}", storage.display()))
             .env_remove("CLOUD66_WEBHOOK_TOKEN")
+            .env_remove("CLOUD66_API_TOKEN")
+            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
             .output()
             .expect("runs");
         assert_eq!(output.status.code(), Some(64), "{args:?}");
@@ -85,6 +102,9 @@ async fn logs_of(storage: &std::path::Path, args: &[&str], token_path: Option<&s
         .arg(format!("--storage.path={}", storage.display()))
         .arg("--log.level=debug")
         .args(args)
+        // No reconciliation with the real API from the developer's environment.
+        .env_remove("CLOUD66_API_TOKEN")
+        .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

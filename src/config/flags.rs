@@ -8,7 +8,9 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgAction, Command, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
-use super::{CliOutcome, FALLBACK_TOKEN_ENV, LogFormat};
+use super::{
+    CliOutcome, DEFAULT_CLOUD66_API_URL, FALLBACK_API_TOKEN_ENV, FALLBACK_TOKEN_ENV, LogFormat,
+};
 
 /// Program name, used in `--help`, `--version` and at the start of every error line.
 pub(super) const PROGRAM: &str = "cloud66-ssl-exporter";
@@ -128,6 +130,82 @@ pub(super) struct Cli {
     )]
     pub(super) webhook_max_body_bytes: u64,
 
+    /// Cloud66 personal access token for reconciling with the API (also read from CLOUD66_API_TOKEN). Without one, reconciliation is off
+    #[arg(
+        long = "cloud66.api-token",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN",
+        value_name = "TOKEN"
+    )]
+    pub(super) cloud66_api_token: Option<String>,
+
+    /// File holding the Cloud66 API token (trailing whitespace is ignored)
+    #[arg(
+        long = "cloud66.api-token-file",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub(super) cloud66_api_token_file: Option<PathBuf>,
+
+    /// Base URL of the Cloud66 API (http:// or https://)
+    #[arg(
+        long = "cloud66.api-url",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_API_URL",
+        value_name = "URL",
+        default_value = DEFAULT_CLOUD66_API_URL
+    )]
+    pub(super) cloud66_api_url: String,
+
+    /// CA certificates (PEM) trusted for the Cloud66 API besides the system's
+    #[arg(
+        long = "cloud66.api-ca-file",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_API_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub(super) cloud66_api_ca_file: Option<PathBuf>,
+
+    /// Comma-separated uids of the stacks to reconcile (default: every stack the token can list)
+    #[arg(
+        long = "cloud66.stacks",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_STACKS",
+        value_name = "UIDS"
+    )]
+    pub(super) cloud66_stacks: Option<String>,
+
+    /// Comma-separated UID=ID pairs: the webhook stack id of each stack uid
+    #[arg(
+        long = "cloud66.stack-ids",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_STACK_IDS",
+        value_name = "PAIRS"
+    )]
+    pub(super) cloud66_stack_ids: Option<String>,
+
+    /// Time between reconciliations with the API, e.g. 90s or 1h30m; 1m to 7d
+    #[arg(
+        long = "cloud66.sync-interval",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_SYNC_INTERVAL",
+        value_name = "DURATION",
+        default_value = "1h"
+    )]
+    pub(super) cloud66_sync_interval: String,
+
+    /// Most Cloud66 API requests in any hour, 1 to 3000
+    #[arg(
+        long = "cloud66.max-requests-per-hour",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_MAX_REQUESTS_PER_HOUR",
+        value_name = "COUNT",
+        default_value = "600"
+    )]
+    pub(super) cloud66_max_requests_per_hour: u64,
+
+    /// Complete API listings a certificate may be missing from before it is forgotten, 0 to 1000; 0 never forgets
+    #[arg(
+        long = "cloud66.forget-missing-after",
+        env = "CLOUD66_SSL_EXPORTER_CLOUD66_FORGET_MISSING_AFTER",
+        value_name = "COUNT",
+        default_value = "2"
+    )]
+    pub(super) cloud66_forget_missing_after: u64,
+
     /// Least severe level that is logged
     #[arg(
         long = "log.level",
@@ -197,6 +275,8 @@ pub(super) struct Parsed {
     pub(super) cli: Cli,
     /// Flags that were filled from the environment.
     pub(super) from_env: Vec<EnvValue>,
+    /// Long names of the flags given on the command line or by their variable.
+    pub(super) given: Vec<String>,
 }
 
 impl Parsed {
@@ -206,6 +286,12 @@ impl Parsed {
             Some(e) => format!("--{flag} (from {})", e.var),
             None => format!("--{flag}"),
         }
+    }
+
+    /// Whether `flag` (long name without dashes) was set, on the command line or by its
+    /// variable, rather than left at its default.
+    pub(super) fn given(&self, flag: &str) -> bool {
+        self.given.iter().any(|given| given == flag)
     }
 }
 
@@ -226,6 +312,7 @@ pub(super) fn env_vars() -> Vec<String> {
     let flags = command.get_arguments().filter_map(|arg| arg.get_env());
     let mut vars: Vec<String> = flags.map(|v| v.to_string_lossy().into_owned()).collect();
     vars.push(FALLBACK_TOKEN_ENV.to_owned());
+    vars.push(FALLBACK_API_TOKEN_ENV.to_owned());
     vars
 }
 
@@ -257,7 +344,17 @@ pub(super) fn parse(
         .try_get_matches_from(with_env_args(args, &from_env))
         .map_err(|e| Box::new(env_error(&e, args, &from_env)))?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(clap_exit(&e, args)))?;
-    Ok(Parsed { cli, from_env })
+    // The environment's values were passed as arguments, so they count as given too.
+    let given = bare_command()
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(str::to_owned))
+        .collect();
+    Ok(Parsed {
+        cli,
+        from_env,
+        given,
+    })
 }
 
 /// `args` with the environment's values inserted after the program name (before any `--`).

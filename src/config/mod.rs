@@ -8,6 +8,7 @@
 //! arguments are parsed again. The `env` attributes stay on the command that renders
 //! `--help`, which therefore documents every variable.
 
+mod cloud66;
 mod flags;
 
 use std::env::VarError;
@@ -24,6 +25,9 @@ use flags::{PROGRAM, Parsed, env_vars, parse, usage_error};
 
 /// Generic variable the webhook token is read from when no other token source is set.
 const FALLBACK_TOKEN_ENV: &str = "CLOUD66_WEBHOOK_TOKEN";
+
+/// Generic variable the Cloud66 API token is read from when no other token source is set.
+const FALLBACK_API_TOKEN_ENV: &str = "CLOUD66_API_TOKEN";
 
 /// Largest accepted `--webhook.max-body-bytes` (16 MiB).
 const MAX_BODY_LIMIT: u64 = 16 * 1024 * 1024;
@@ -118,6 +122,81 @@ pub struct AppConfig {
     pub tls: Option<TlsConfig>,
     /// Limits on slow clients.
     pub timeouts: Timeouts,
+    /// Cloud66 API reconciliation; `None` (no API token) leaves it off.
+    pub cloud66: Option<Cloud66Config>,
+}
+
+/// Default of `--cloud66.api-url`.
+pub const DEFAULT_CLOUD66_API_URL: &str = "https://app.cloud66.com/api/3";
+
+/// A Cloud66 personal access token. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token read from a flag, variable or file.
+    pub fn new(token: impl Into<String>) -> Self {
+        ApiToken(token.into())
+    }
+
+    /// The token itself, for the `Authorization` header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// Cloud66 API reconciliation settings (the `--cloud66.*` flags), validated.
+#[derive(Clone, Debug)]
+pub struct Cloud66Config {
+    /// `--cloud66.api-token` (or `CLOUD66_API_TOKEN`, or `--cloud66.api-token-file`).
+    pub token: ApiToken,
+    /// `--cloud66.api-url`: base URL without a trailing `/`, e.g. `https://app.cloud66.com/api/3`.
+    pub api_url: String,
+    /// `--cloud66.api-ca-file`: extra trusted CA certificates (DER), beside the system's.
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// `--cloud66.stacks`: the stack uids to reconcile; `None` for every stack listed.
+    pub stacks: Option<Vec<String>>,
+    /// `--cloud66.stack-ids`: stack uid to webhook stack id, as configured.
+    pub stack_ids: Vec<(String, String)>,
+    /// `--cloud66.sync-interval`: time between syncs (at least a minute).
+    pub sync_interval: Duration,
+    /// `--cloud66.max-requests-per-hour`: most API requests in any hour.
+    pub max_requests_per_hour: u32,
+    /// `--cloud66.forget-missing-after`: complete listings without a certificate before
+    /// it is forgotten; 0 never forgets.
+    pub forget_missing_after: u32,
+    /// How long one API request may take (fixed; shortened only by tests).
+    pub request_timeout: Duration,
+    /// First retry delay after a 5xx, timeout or malformed page; doubles per retry
+    /// (fixed; shortened only by tests).
+    pub retry_delay: Duration,
+    /// The window `max_requests_per_hour` counts over: an hour (shortened only by tests).
+    pub budget_window: Duration,
+}
+
+impl Cloud66Config {
+    /// Defaults for everything but the token and URL (what tests start from).
+    pub fn new(token: impl Into<String>, api_url: impl Into<String>) -> Self {
+        Cloud66Config {
+            token: ApiToken::new(token),
+            api_url: api_url.into(),
+            extra_roots: Vec::new(),
+            stacks: None,
+            stack_ids: Vec::new(),
+            sync_interval: Duration::from_secs(3600),
+            max_requests_per_hour: 600,
+            forget_missing_after: 2,
+            request_timeout: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+            budget_window: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// How long clients may take; fixed defaults, shortened only by tests.
@@ -189,6 +268,7 @@ impl AppConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
             timeouts: Timeouts::default(),
+            cloud66: None,
         }
     }
 }
@@ -266,6 +346,7 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
     let max_connections = count(cli.max_connections, 1, 1_000_000)
         .map_err(|reason| ConfigError::new(parsed.name("web.max-connections"), reason))?;
     let tls = tls(&parsed)?;
+    let cloud66 = cloud66::config(&parsed, env)?;
     Ok(Settings {
         listen,
         log: LogSettings {
@@ -281,6 +362,7 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
             max_connections,
             tls,
             timeouts: Timeouts::default(),
+            cloud66,
         },
     })
 }
@@ -404,7 +486,8 @@ fn webhook_auth(
         return Ok(WebhookAuth::Token(token));
     }
     if let Some(path) = file {
-        let token = read_token_file(path).map_err(|reason| ConfigError::new(file_name, reason))?;
+        let token = read_token_file(path, check_token)
+            .map_err(|reason| ConfigError::new(file_name, reason))?;
         return Ok(WebhookAuth::Token(token));
     }
     match cli.webhook_insecure_no_auth {
@@ -413,12 +496,12 @@ fn webhook_auth(
     }
 }
 
-/// Reads and checks the token in `path`, without trailing whitespace.
-fn read_token_file(path: &Path) -> Result<String, String> {
+/// Reads the token in `path`, without trailing whitespace, and checks it with `check`.
+fn read_token_file(path: &Path, check: fn(&str) -> Result<(), String>) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {path:?}: {}", one_line(&e.to_string())))?;
     let token = text.trim_end();
-    check_token(token).map_err(|reason| format!("the token in {path:?} {reason}"))?;
+    check(token).map_err(|reason| format!("the token in {path:?} {reason}"))?;
     Ok(token.to_owned())
 }
 

@@ -1,5 +1,6 @@
 //! Unit tests of `config`.
 
+use super::cloud66::parse_duration;
 use super::flags::{bare_command, documented_command};
 use super::*;
 use std::collections::HashMap;
@@ -257,6 +258,54 @@ const INVALID: &str = r##"
 --webhook.token-file=/t                        | CLOUD66_SSL_EXPORTER_WEBHOOK_INSECURE_NO_AUTH=true | error: --webhook.insecure-no-auth (from CLOUD66_SSL_EXPORTER_WEBHOOK_INSECURE_NO_AUTH): cannot be combined with --webhook.token-file
                                            | CLOUD66_SSL_EXPORTER_WEBHOOK_INSECURE_NO_AUTH=yes  | error: invalid value 'yes' for '--webhook.insecure-no-auth[=<BOOL>]' (from CLOUD66_SSL_EXPORTER_WEBHOOK_INSECURE_NO_AUTH)
 --webhook.token-file=/nonexistent/t            |                                                    | error: --webhook.token-file: cannot read "/nonexistent/t": No such file or directory (os error 2)
+--cloud66.api-token={T} --cloud66.api-token-file=/t |                                               | error: --cloud66.api-token-file: cannot be combined with --cloud66.api-token; give at most one
+--cloud66.api-token-file=/t                    | CLOUD66_API_TOKEN={T}                              | error: --cloud66.api-token-file: cannot be combined with --cloud66.api-token (from CLOUD66_API_TOKEN); give at most one
+                                           | CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN={T} CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE=/t | error: --cloud66.api-token-file (from CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE): cannot be combined with --cloud66.api-token (from CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN); give at most one
+--cloud66.api-token-file=/nonexistent/t        |                                                    | error: --cloud66.api-token-file: cannot read "/nonexistent/t": No such file or directory (os error 2)
+--cloud66.api-token=                           |                                                    | error: --cloud66.api-token: must not be empty
+--cloud66.api-token={T} --cloud66.api-url=ftp://h/api |                                             | error: --cloud66.api-url: "ftp://h/api" is not an http:// or https:// URL
+--cloud66.api-token={T} --cloud66.api-url=app.cloud66.com/api/3 |                                   | error: --cloud66.api-url: "app.cloud66.com/api/3" is not an http:// or https:// URL
+--cloud66.api-token={T} --cloud66.api-url=/api/3 |                                                  | error: --cloud66.api-url: "/api/3" is not an http:// or https:// URL
+--cloud66.api-token={T} --cloud66.api-url=https://h/api?x=1 |                                       | error: --cloud66.api-url: "https://h/api?x=1" must not have a query or fragment
+--cloud66.api-token={T} --cloud66.api-url=https://h/api? |                                          | error: --cloud66.api-url: "https://h/api?" must not have a query or fragment
+--cloud66.api-token={T} --cloud66.api-url=https://h/api#x |                                         | error: --cloud66.api-url: "https://h/api#x" must not have a query or fragment
+--cloud66.api-token={T} --cloud66.api-url=https://:443/api |                                        | error: --cloud66.api-url: "https://:443/api" has no host
+--cloud66.api-token={T} --cloud66.api-url=https://h:99999/api |                                     | error: --cloud66.api-url: "https://h:99999/api" has an invalid port
+--cloud66.api-token={T} --cloud66.api-url=https://me:secret@h/api |                                 | error: --cloud66.api-url: must not contain user info (user:password@)
+--cloud66.api-token={T}                        | CLOUD66_SSL_EXPORTER_CLOUD66_API_URL=mailto:me     | error: --cloud66.api-url (from CLOUD66_SSL_EXPORTER_CLOUD66_API_URL): "mailto:me" is not an http:// or https:// URL
+--cloud66.api-token={T} --cloud66.api-ca-file=/nonexistent/ca.pem |                                 | error: --cloud66.api-ca-file: cannot read "/nonexistent/ca.pem": No such file or directory (os error 2)
+--cloud66.api-token={T} --cloud66.stacks=,,    |                                                    | error: --cloud66.stacks: lists no stack uid
+--cloud66.api-token={T} --cloud66.stacks=abc,a/b |                                                  | error: --cloud66.stacks: "a/b" is not a stack uid (1 to 64 of A-Z a-z 0-9 _ -)
+--cloud66.api-token={T} --cloud66.stacks=abc,é |                                                    | error: --cloud66.stacks: "é" is not a stack uid (1 to 64 of A-Z a-z 0-9 _ -)
+--cloud66.api-token={T} --cloud66.stacks=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | | error: --cloud66.stacks: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" is not a stack uid (1 to 64 of A-Z a-z 0-9 _ -)
+--cloud66.api-token={T} --cloud66.stack-ids=abc |                                                   | error: --cloud66.stack-ids: "abc" is not UID=ID
+--cloud66.api-token={T} --cloud66.stack-ids==12 |                                                   | error: --cloud66.stack-ids: "" is not a stack uid (1 to 64 of A-Z a-z 0-9 _ -)
+--cloud66.api-token={T} --cloud66.stack-ids=a.b=12 |                                                | error: --cloud66.stack-ids: "a.b" is not a stack uid (1 to 64 of A-Z a-z 0-9 _ -)
+--cloud66.api-token={T} --cloud66.stack-ids=abc=x1 |                                                | error: --cloud66.stack-ids: "x1" in "abc=x1" is not a stack id (a non-negative integer)
+--cloud66.api-token={T} --cloud66.stack-ids=abc=-1 |                                                | error: --cloud66.stack-ids: "-1" in "abc=-1" is not a stack id (a non-negative integer)
+--cloud66.api-token={T} --cloud66.stack-ids=abc=+1 |                                                | error: --cloud66.stack-ids: "+1" in "abc=+1" is not a stack id (a non-negative integer)
+--cloud66.api-token={T} --cloud66.stack-ids=abc= |                                                  | error: --cloud66.stack-ids: "" in "abc=" is not a stack id (a non-negative integer)
+--cloud66.api-token={T} --cloud66.stack-ids=abc=1=2 |                                               | error: --cloud66.stack-ids: "1=2" in "abc=1=2" is not a stack id (a non-negative integer)
+--cloud66.api-token={T} --cloud66.stack-ids=abc=99999999999999999999 |                             | error: --cloud66.stack-ids: "99999999999999999999" in "abc=99999999999999999999" is not a stack id (a non-negative integer)
+--cloud66.api-token={T} --cloud66.stack-ids=abc=1,abc=2 |                                           | error: --cloud66.stack-ids: "abc" is given two ids, 1 and 2
+--cloud66.api-token={T} --cloud66.stack-ids=abc=1,def=01 |                                          | error: --cloud66.stack-ids: "abc" and "def" both have id 1
+--cloud66.api-token={T} --cloud66.stack-ids=,  |                                                    | error: --cloud66.stack-ids: lists no UID=ID pair
+--cloud66.api-token={T} --cloud66.sync-interval=59s |                                               | error: --cloud66.sync-interval: must be from 1m to 7d, got 59s
+--cloud66.api-token={T} --cloud66.sync-interval=0 |                                                 | error: --cloud66.sync-interval: must be from 1m to 7d, got 0
+--cloud66.api-token={T} --cloud66.sync-interval=7d1ms |                                             | error: --cloud66.sync-interval: must be from 1m to 7d, got 7d1ms
+--cloud66.api-token={T} --cloud66.sync-interval=2w |                                                | error: --cloud66.sync-interval: must be from 1m to 7d, got 2w
+--cloud66.api-token={T} --cloud66.sync-interval=soon |                                              | error: --cloud66.sync-interval: "soon" is not a duration such as 90s, 15m or 1h30m
+--cloud66.api-token={T} --cloud66.sync-interval=60 |                                                | error: --cloud66.sync-interval: "60" is not a duration such as 90s, 15m or 1h30m
+--cloud66.api-token={T}                        | CLOUD66_SSL_EXPORTER_CLOUD66_SYNC_INTERVAL=1x      | error: --cloud66.sync-interval (from CLOUD66_SSL_EXPORTER_CLOUD66_SYNC_INTERVAL): "1x" is not a duration such as 90s, 15m or 1h30m
+--cloud66.api-token={T} --cloud66.max-requests-per-hour=0 |                                         | error: --cloud66.max-requests-per-hour: must be from 1 to 3000, got 0
+--cloud66.api-token={T} --cloud66.max-requests-per-hour=3001 |                                      | error: --cloud66.max-requests-per-hour: must be from 1 to 3000, got 3001
+--cloud66.api-token={T} --cloud66.max-requests-per-hour=-1 |                                        | error: invalid value '-1' for '--cloud66.max-requests-per-hour <COUNT>': invalid digit found in string
+--cloud66.api-token={T} --cloud66.forget-missing-after=1001 |                                       | error: --cloud66.forget-missing-after: must be from 0 to 1000, got 1001
+--cloud66.api-token={T}                        | CLOUD66_SSL_EXPORTER_CLOUD66_FORGET_MISSING_AFTER=x | error: invalid value 'x' for '--cloud66.forget-missing-after <COUNT>': invalid digit found in string (from CLOUD66_SSL_EXPORTER_CLOUD66_FORGET_MISSING_AFTER)
+--cloud66.sync-interval=1h                     |                                                    | error: --cloud66.sync-interval: needs --cloud66.api-token or --cloud66.api-token-file
+--cloud66.sync-interval=1h                     | CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE=       | error: --cloud66.sync-interval: needs --cloud66.api-token or --cloud66.api-token-file
+                                           | CLOUD66_SSL_EXPORTER_CLOUD66_STACKS=abc            | error: --cloud66.stacks (from CLOUD66_SSL_EXPORTER_CLOUD66_STACKS): needs --cloud66.api-token or --cloud66.api-token-file
+--cloud66.stacks=abc                           | CLOUD66_WEBHOOK_TOKEN={T}                          | error: --cloud66.stacks: needs --cloud66.api-token or --cloud66.api-token-file
 "##;
 
 #[test]
@@ -329,6 +378,10 @@ fn help_documents_every_flag_variable_and_default() {
             help.contains("CLOUD66_WEBHOOK_TOKEN"),
             "fallback variable in {help}"
         );
+        assert!(
+            help.contains("CLOUD66_API_TOKEN"),
+            "fallback API token variable in {help}"
+        );
     }
 }
 
@@ -336,4 +389,353 @@ fn help_documents_every_flag_variable_and_default() {
 fn debug_output_never_shows_the_token() {
     let auth = WebhookAuth::Token("super-secret-token-value".into());
     assert_eq!(format!("{auth:?}"), "Token(<redacted>)");
+}
+
+/// The Cloud66 settings for `args` and `vars`; fails the test if reconciliation is off.
+fn cloud66(args: &[&str], vars: &[(&str, &str)]) -> Cloud66Config {
+    match settings(args, vars).app.cloud66 {
+        Some(config) => config,
+        None => panic!("expected Cloud66 settings for {args:?} {vars:?}"),
+    }
+}
+
+/// Writes `count` self-signed CA certificates (PEM) to `path`; returns them as DER.
+fn write_ca_file(path: &Path, count: usize) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    let mut pem = String::new();
+    let mut ders = Vec::new();
+    for index in 0..count {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("Test CA {index}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        pem.push_str(&cert.pem());
+        ders.push(cert.der().clone());
+    }
+    std::fs::write(path, pem).unwrap();
+    ders
+}
+
+#[test]
+fn cloud66_is_off_without_a_token() {
+    assert!(settings(&[], &[]).app.cloud66.is_none());
+    // The webhook token is not an API token.
+    let vars = [("CLOUD66_WEBHOOK_TOKEN", TOKEN)];
+    assert!(
+        settings(&["--webhook.token", TOKEN], &vars)
+            .app
+            .cloud66
+            .is_none()
+    );
+    // Empty variables count as unset.
+    let vars = [
+        ("CLOUD66_API_TOKEN", ""),
+        ("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN", ""),
+        ("CLOUD66_SSL_EXPORTER_CLOUD66_SYNC_INTERVAL", ""),
+    ];
+    assert!(settings(&[], &vars).app.cloud66.is_none());
+}
+
+#[test]
+fn cloud66_defaults_with_a_token() {
+    let c = cloud66(&["--cloud66.api-token", "c66-token"], &[]);
+    let defaults = Cloud66Config::new("c66-token", DEFAULT_CLOUD66_API_URL);
+    assert_eq!(c.token, defaults.token);
+    assert_eq!(c.token.expose(), "c66-token");
+    assert_eq!(c.api_url, "https://app.cloud66.com/api/3");
+    assert!(c.extra_roots.is_empty());
+    assert_eq!(c.stacks, None);
+    assert!(c.stack_ids.is_empty());
+    assert_eq!(c.sync_interval, Duration::from_secs(3600));
+    assert_eq!(c.max_requests_per_hour, 600);
+    assert_eq!(c.forget_missing_after, 2);
+    assert_eq!(c.request_timeout, defaults.request_timeout);
+    assert_eq!(c.retry_delay, defaults.retry_delay);
+}
+
+/// Checks that `c` holds the values that `cloud66_every_flag_*` set.
+fn assert_cloud66_non_defaults(c: &Cloud66Config, roots: &[rustls_pki_types::CertificateDer<'_>]) {
+    assert_eq!(c.token.expose(), "Bearer-ish_token/with+symbols=~!");
+    assert_eq!(c.api_url, "http://c66.internal:8080/api/3");
+    assert_eq!(c.extra_roots, roots);
+    let stacks = ["abc-123", "DEF_456"].map(String::from).to_vec();
+    assert_eq!(c.stacks, Some(stacks));
+    let pairs = [("abc-123", "42"), ("DEF_456", "0"), ("ghi", "7")];
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(uid, id)| (uid.to_string(), id.to_string()))
+        .collect();
+    assert_eq!(c.stack_ids, pairs);
+    assert_eq!(c.sync_interval, Duration::from_secs(5400));
+    assert_eq!(c.max_requests_per_hour, 3000);
+    assert_eq!(c.forget_missing_after, 0);
+}
+
+/// Values of every `--cloud66.*` flag but the CA file, as (flag, value).
+const CLOUD66_VALUES: &[(&str, &str)] = &[
+    ("cloud66.api-token", "Bearer-ish_token/with+symbols=~!"),
+    ("cloud66.api-url", "http://c66.internal:8080/api/3/"),
+    ("cloud66.stacks", " abc-123, ,DEF_456,abc-123 ,"),
+    (
+        "cloud66.stack-ids",
+        "abc-123=0042, DEF_456 = 0 ,ghi=7,abc-123=42",
+    ),
+    ("cloud66.sync-interval", "1h30m"),
+    ("cloud66.max-requests-per-hour", "3000"),
+    ("cloud66.forget-missing-after", "0"),
+];
+
+/// The variable of `--flag`.
+fn var_of(flag: &str) -> String {
+    format!("CLOUD66_SSL_EXPORTER_{}", flag.to_uppercase()).replace(['.', '-'], "_")
+}
+
+#[test]
+fn cloud66_every_flag_from_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let roots = write_ca_file(&ca, 2);
+    let mut args: Vec<String> = CLOUD66_VALUES
+        .iter()
+        .map(|(flag, value)| format!("--{flag}={value}"))
+        .collect();
+    args.push(format!("--cloud66.api-ca-file={}", ca.display()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_cloud66_non_defaults(&cloud66(&args, &[]), &roots);
+}
+
+#[test]
+fn cloud66_every_flag_from_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let roots = write_ca_file(&ca, 1);
+    let mut vars: Vec<(String, String)> = CLOUD66_VALUES
+        .iter()
+        .map(|(flag, value)| (var_of(flag), value.to_string()))
+        .collect();
+    vars.push((var_of("cloud66.api-ca-file"), ca.display().to_string()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_cloud66_non_defaults(&cloud66(&[], &vars), &roots);
+}
+
+#[test]
+fn cloud66_api_url_forms() {
+    let url =
+        |text: &str| cloud66(&["--cloud66.api-token=t", "--cloud66.api-url", text], &[]).api_url;
+    assert_eq!(
+        url("https://app.cloud66.com/api/3"),
+        "https://app.cloud66.com/api/3"
+    );
+    assert_eq!(
+        url("https://app.cloud66.com/api/3//"),
+        "https://app.cloud66.com/api/3"
+    );
+    assert_eq!(url("http://127.0.0.1:9/"), "http://127.0.0.1:9");
+    assert_eq!(url("http://127.0.0.1:9"), "http://127.0.0.1:9");
+    assert_eq!(url("HTTPS://[::1]:8443/x"), "https://[::1]:8443/x");
+    assert_eq!(url("https://h/a@b"), "https://h/a@b");
+}
+
+#[test]
+fn cloud66_api_token_sources_and_precedence() {
+    let token =
+        |args: &[&str], vars: &[(&str, &str)]| cloud66(args, vars).token.expose().to_owned();
+    let own = "CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN";
+    assert_eq!(token(&["--cloud66.api-token=flag"], &[]), "flag");
+    assert_eq!(token(&[], &[(own, "own")]), "own");
+    assert_eq!(token(&[], &[("CLOUD66_API_TOKEN", "generic")]), "generic");
+    let both = [(own, "own"), ("CLOUD66_API_TOKEN", "generic")];
+    assert_eq!(
+        token(&[], &both),
+        "own",
+        "own variable wins over the fallback"
+    );
+    assert_eq!(
+        token(&["--cloud66.api-token=flag"], &both),
+        "flag",
+        "flag wins"
+    );
+    // A fallback token enables the other flags too.
+    let vars = [("CLOUD66_API_TOKEN", "generic")];
+    let c = cloud66(&["--cloud66.sync-interval=5m"], &vars);
+    assert_eq!(c.sync_interval, Duration::from_secs(300));
+    // Errors name where the token came from, never the token.
+    let line = error(&[], &[("CLOUD66_API_TOKEN", "a b")]);
+    assert_eq!(
+        line,
+        "cloud66-ssl-exporter: error: --cloud66.api-token (from CLOUD66_API_TOKEN): \
+         must contain only visible ASCII characters, without spaces (character 2 is not)"
+    );
+    assert_eq!(CLOUD66_VALUES[0].0, "cloud66.api-token");
+    assert!(env_vars().contains(&"CLOUD66_API_TOKEN".to_owned()));
+}
+
+#[test]
+fn cloud66_api_token_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api-token");
+    std::fs::write(&path, "c66-secret\r\n\t \n").unwrap();
+    let path = path.to_str().unwrap();
+    let c = cloud66(&["--cloud66.api-token-file", path], &[]);
+    assert_eq!(c.token.expose(), "c66-secret");
+    let vars = [("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE", path)];
+    assert_eq!(cloud66(&[], &vars).token.expose(), "c66-secret");
+    // Empty variables of the token do not conflict with the file.
+    let vars = [
+        ("CLOUD66_API_TOKEN", ""),
+        ("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN", ""),
+    ];
+    let c = cloud66(&["--cloud66.api-token-file", path], &vars);
+    assert_eq!(c.token.expose(), "c66-secret");
+}
+
+#[test]
+fn cloud66_invalid_tokens_are_never_quoted() {
+    let reason = "must contain only visible ASCII characters, without spaces";
+    for (token, position) in [
+        ("secret token", 7),
+        ("secrétvalue", 5),
+        ("secret\u{7f}value", 7),
+        ("\tsecretvalue", 1),
+    ] {
+        let line = error(&["--cloud66.api-token", token], &[]);
+        let expected = format!(
+            "cloud66-ssl-exporter: error: --cloud66.api-token: {reason} (character {position} is not)"
+        );
+        assert_eq!(line, expected);
+        let var = "CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN";
+        let line = error(&[], &[(var, token)]);
+        assert!(line.contains(&format!("(from {var})")), "{line}");
+        assert!(!line.contains("secret"), "{line}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api-token");
+    for (content, reason) in [
+        ("inner secret\n", format!("{reason} (character 6 is not)")),
+        ("\n\n", "must not be empty".to_owned()),
+    ] {
+        std::fs::write(&path, content).unwrap();
+        let line = error(&["--cloud66.api-token-file", path.to_str().unwrap()], &[]);
+        let expected = format!(
+            "cloud66-ssl-exporter: error: --cloud66.api-token-file: the token in {path:?} {reason}"
+        );
+        assert_eq!(line, expected);
+        assert!(!line.contains("secret"), "{line}");
+    }
+}
+
+#[test]
+fn cloud66_ca_file_without_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    for content in [
+        key.serialize_pem(),
+        "not PEM at all\n".to_owned(),
+        String::new(),
+    ] {
+        std::fs::write(&path, content).unwrap();
+        let args = [
+            "--cloud66.api-token=t",
+            "--cloud66.api-ca-file",
+            path.to_str().unwrap(),
+        ];
+        let expected = format!(
+            "cloud66-ssl-exporter: error: --cloud66.api-ca-file: {path:?} holds no PEM certificate"
+        );
+        assert_eq!(error(&args, &[]), expected);
+    }
+    // A certificate section that does not decode.
+    let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    std::fs::write(&path, broken).unwrap();
+    let args = [
+        "--cloud66.api-token=t",
+        "--cloud66.api-ca-file",
+        path.to_str().unwrap(),
+    ];
+    let line = error(&args, &[]);
+    let expected =
+        format!("cloud66-ssl-exporter: error: --cloud66.api-ca-file: {path:?} is not valid PEM: ");
+    assert!(line.starts_with(&expected), "{line}");
+    // Base64 that is no certificate.
+    let junk = "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n";
+    std::fs::write(&path, junk).unwrap();
+    let line = error(&args, &[]);
+    let expected = format!(
+        "cloud66-ssl-exporter: error: --cloud66.api-ca-file: certificate 1 in {path:?} is not usable: "
+    );
+    assert!(line.starts_with(&expected), "{line}");
+}
+
+#[test]
+fn cloud66_flags_need_a_token() {
+    let reason = "needs --cloud66.api-token or --cloud66.api-token-file";
+    for (flag, value) in CLOUD66_VALUES
+        .iter()
+        .skip(1)
+        .chain([&("cloud66.api-ca-file", "/ca.pem")])
+    {
+        let line = error(&[&format!("--{flag}={value}")], &[]);
+        assert_eq!(
+            line,
+            format!("cloud66-ssl-exporter: error: --{flag}: {reason}")
+        );
+        let var = var_of(flag);
+        let line = error(&[], &[(&var, value)]);
+        assert_eq!(
+            line,
+            format!("cloud66-ssl-exporter: error: --{flag} (from {var}): {reason}")
+        );
+    }
+    // Even the default value counts, when given explicitly.
+    let line = error(&["--cloud66.max-requests-per-hour=600"], &[]);
+    assert!(line.ends_with(reason), "{line}");
+}
+
+#[test]
+fn cloud66_debug_output_never_shows_the_token() {
+    let c = cloud66(&["--cloud66.api-token=very-secret-api-token"], &[]);
+    let debug = format!(
+        "{:?}",
+        settings(&["--cloud66.api-token=very-secret-api-token"], &[])
+    );
+    assert!(!debug.contains("very-secret"), "{debug}");
+    assert!(format!("{c:?}").contains("ApiToken(<redacted>)"));
+}
+
+#[test]
+fn durations_parse() {
+    let ms = Duration::from_millis;
+    for (text, expected) in [
+        ("0", Duration::ZERO),
+        ("90s", ms(90_000)),
+        ("1m", ms(60_000)),
+        ("1h30m", ms(5_400_000)),
+        ("1d", ms(86_400_000)),
+        ("2w", ms(14 * 86_400_000)),
+        ("1w1d1h1m1s1ms", ms(694_861_001)),
+        ("250ms", ms(250)),
+        ("1m500ms", ms(60_500)),
+        ("0h5m", ms(300_000)),
+        ("007s", ms(7_000)),
+    ] {
+        assert_eq!(parse_duration(text), Ok(expected), "{text}");
+    }
+}
+
+#[test]
+fn durations_reject_garbage() {
+    for text in [
+        "", "1", "60", "s", "1x", "1H", "1.5h", "-1m", "+1m", "1 m", " 1m", "1m ", "1m1h", "1m1m",
+        "1ms1s", "1h 30m", "1hh", "1y", "m1", "1mss", "1µs",
+    ] {
+        let expected = format!("{text:?} is not a duration such as 90s, 15m or 1h30m");
+        assert_eq!(parse_duration(text), Err(expected), "{text}");
+    }
+    let huge = "99999999999999999999s";
+    assert_eq!(parse_duration(huge), Err(format!("{huge:?} is too long")));
+    let huge = "99999999999999w";
+    assert_eq!(parse_duration(huge), Err(format!("{huge:?} is too long")));
 }

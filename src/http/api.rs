@@ -1,4 +1,5 @@
-//! The operational endpoints: readiness and forgetting a certificate.
+//! The operational endpoints: readiness, forgetting a certificate, and the Cloud66 API
+//! sync.
 
 use std::net::SocketAddr;
 
@@ -9,10 +10,78 @@ use serde_json::json;
 
 use super::{HttpError, HttpResponse, json_response, response};
 use crate::app::App;
+use crate::cloud66::Trigger;
 use crate::store::Forgotten;
 
 /// Prefix of the certificate API; the rest of the path is `<stack>/<name>`.
 pub(super) const CERTIFICATES_API: &str = "/api/v1/certificates/";
+
+/// Path of the sync API.
+pub(super) const SYNC_API: &str = "/api/v1/sync";
+
+/// What the sync API says without an API token.
+const SYNC_OFF: &str =
+    "Cloud66 API reconciliation is off: start the exporter with --cloud66.api-token";
+
+/// Checks the webhook token of an API call (query or headers); `action` names the call
+/// in the log line of a refusal.
+fn authorize(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    action: &str,
+) -> Result<(), HttpError> {
+    if app
+        .auth()
+        .allows(None, request.uri().query(), request.headers())
+    {
+        return Ok(());
+    }
+    tracing::warn!(%peer, "{action} rejected: missing or invalid token");
+    Err(HttpError::Unauthorized)
+}
+
+/// `POST /api/v1/sync`: starts a Cloud66 API sync now.
+pub(super) fn sync_now(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+) -> Result<HttpResponse, HttpError> {
+    authorize(app, peer, request, "sync request")?;
+    let syncer = app.syncer().ok_or(HttpError::Off(SYNC_OFF))?;
+    match syncer.trigger() {
+        Trigger::Started => {
+            tracing::info!(%peer, "Cloud66 API sync requested");
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({ "status": "started" }),
+            ))
+        }
+        Trigger::Running => Err(HttpError::Conflict("a Cloud66 API sync is running already")),
+    }
+}
+
+/// `GET /api/v1/sync`: what the last syncs did, and what is known of each stack.
+pub(super) fn sync_status(app: &App) -> Result<HttpResponse, HttpError> {
+    let syncer = app.syncer().ok_or(HttpError::Off(SYNC_OFF))?;
+    let stacks: Vec<_> = syncer
+        .directory()
+        .records()
+        .map(|stack| {
+            json!({
+                "stack": stack.label(),
+                "uid": stack.uid,
+                "name": stack.name,
+                "environment": stack.environment,
+                "id_source": stack.id_source.as_str(),
+            })
+        })
+        .collect();
+    let mut body = serde_json::to_value(syncer.status())
+        .map_err(|e| HttpError::Unavailable(format!("cannot show the sync status: {e}")))?;
+    body["stacks_known"] = serde_json::Value::Array(stacks);
+    Ok(json_response(StatusCode::OK, &body))
+}
 
 /// `DELETE /api/v1/certificates/<stack>/<name>`: forgets a certificate and its series.
 pub(super) async fn forget(
@@ -21,13 +90,7 @@ pub(super) async fn forget(
     request: &Request<Incoming>,
     rest: &str,
 ) -> Result<HttpResponse, HttpError> {
-    if !app
-        .auth()
-        .allows(None, request.uri().query(), request.headers())
-    {
-        tracing::warn!(%peer, "certificate deletion rejected: missing or invalid token");
-        return Err(HttpError::Unauthorized);
-    }
+    authorize(app, peer, request, "certificate deletion")?;
     let (stack, name) = rest.split_once('/').ok_or(HttpError::NotFound)?;
     let decode = |part: &str| {
         percent_decode_str(part)

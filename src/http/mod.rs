@@ -9,6 +9,9 @@
 //! - `GET /`: a small page saying what this is and how to configure Cloud66.
 //! - `DELETE /api/v1/certificates/<stack>/<name>`: forget a decommissioned certificate
 //!   and its series (token required; `<name>` percent-encoded).
+//! - `POST /api/v1/sync`: start a Cloud66 API sync now (token required; 202, or 409
+//!   while one runs); `GET /api/v1/sync`: the sync status as JSON. Both 404 without an
+//!   API token.
 //!
 //! Every failure is an [`HttpError`], turned into a status and a JSON body in one place
 //! ([`HttpError::into_response`]).
@@ -54,6 +57,10 @@ pub enum HttpError {
     OverLimit(usize),
     /// 503: the event could not be made durable, or storage is not ready.
     Unavailable(String),
+    /// 409: the request conflicts with work in progress.
+    Conflict(&'static str),
+    /// 404: a feature that is not configured; says how to turn it on.
+    Off(&'static str),
 }
 
 impl HttpError {
@@ -68,6 +75,8 @@ impl HttpError {
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::OverLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Conflict(_) => StatusCode::CONFLICT,
+            HttpError::Off(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -104,6 +113,8 @@ impl HttpError {
             HttpError::Unavailable(_) => WebhookResult::Unavailable,
             HttpError::OverLimit(_) => WebhookResult::OverLimit,
             HttpError::NotFound
+            | HttpError::Conflict(_)
+            | HttpError::Off(_)
             | HttpError::MethodNotAllowed(_)
             | HttpError::BadRequest(_)
             | HttpError::BodyTimeout => WebhookResult::Invalid,
@@ -126,6 +137,7 @@ impl fmt::Display for HttpError {
                  DELETE /api/v1/certificates/<stack>/<name>"
             ),
             HttpError::BadRequest(reason) | HttpError::Unavailable(reason) => f.write_str(reason),
+            HttpError::Conflict(reason) | HttpError::Off(reason) => f.write_str(reason),
         }
     }
 }
@@ -186,6 +198,9 @@ async fn route(
         p if p == "/webhook" || p.starts_with("/webhook/") => {
             Err(HttpError::MethodNotAllowed("POST"))
         }
+        api::SYNC_API if post => api::sync_now(app, peer, &request),
+        api::SYNC_API if get => api::sync_status(app),
+        api::SYNC_API => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
         p if p.starts_with(api::CERTIFICATES_API) => {
             if *request.method() != Method::DELETE {
                 return Err(HttpError::MethodNotAllowed("DELETE"));
@@ -214,8 +229,4 @@ async fn route(
     }
 }
 
-/// The current Unix time in seconds.
-pub(super) fn now() -> f64 {
-    let now = chrono::Utc::now();
-    now.timestamp() as f64 + f64::from(now.timestamp_subsec_nanos()) / 1e9
-}
+pub(super) use crate::now;

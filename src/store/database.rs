@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::StoreError;
-use crate::event::{CertInfo, Delivery};
+use crate::cloud66::{IdSource, StackRecord};
+use crate::event::{CertInfo, Delivery, OBSERVATION_EVENT_TYPE, Observation, SslEvent};
 use crate::state::{CertKey, Certificate};
 use crate::webhook;
 
@@ -13,7 +14,7 @@ use crate::webhook;
 pub const DB_FILE: &str = "cloud66-ssl-exporter.db";
 
 /// The schema version this build writes (SQLite `user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Pages SQLite may cache (negative: KiB): the hot right edge of `events` and its index,
 /// and the upper levels of `certificates`. No larger: a B-tree rebalance parks a page
@@ -22,7 +23,25 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 /// time in proportion to the cache (16 MiB: about 9% of the writer's CPU under load).
 const CACHE_KIB: i64 = 4 * 1024;
 
-/// `events` keeps every accepted delivery. Its dedup key starts with the payload
+/// `stacks`: what the Cloud66 API reconciliation knows about each stack, above all the
+/// webhook stack id of its uid once resolved (see `cloud66`).
+macro_rules! stacks_table {
+    () => {
+        "
+CREATE TABLE stacks (
+    uid             TEXT PRIMARY KEY,
+    id              TEXT,
+    id_source       TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    environment     TEXT NOT NULL,
+    actions_checked INTEGER NOT NULL
+) WITHOUT ROWID;
+"
+    };
+}
+
+/// `events` keeps every accepted delivery, and every Cloud66 API observation that changed
+/// a certificate (`event_type` [`OBSERVATION_EVENT_TYPE`], the observation as JSON). Its dedup key starts with the payload
 /// timestamp, so live traffic (timestamps close to now) appends to the same few index
 /// pages instead of touching a random page per event, as a bare digest would.
 ///
@@ -32,7 +51,8 @@ const CACHE_KIB: i64 = 4 * 1024;
 /// `meta.state_checkpoint`. At start-up the events after it are replayed, each onto a row
 /// that does not include it yet, so every committed event counts once; the rows the
 /// replay changed are then saved like any changed row.
-const SCHEMA: &str = "
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -66,22 +86,79 @@ CREATE TABLE certificates (
     install_successes         INTEGER NOT NULL,
     expire_soon_notifications INTEGER NOT NULL,
     saved_event_id            INTEGER NOT NULL DEFAULT 0,
+    info_ts                   REAL,
+    observed_ts               REAL,
     PRIMARY KEY (stack, name)
 ) WITHOUT ROWID;
-";
+",
+    stacks_table!()
+);
 
 /// From schema 1, whose rows were all saved together at `state_checkpoint` (so 0, "no
 /// later event", is right for them).
 const MIGRATE_1_TO_2: &str =
     "ALTER TABLE certificates ADD COLUMN saved_event_id INTEGER NOT NULL DEFAULT 0;";
 
+/// From schema 2: the descriptive fields get their own time (until now they followed
+/// the newest event), certificates the time the API last showed them, and the stacks
+/// table appears.
+const MIGRATE_2_TO_3: &str = concat!(
+    "
+ALTER TABLE certificates ADD COLUMN info_ts REAL;
+ALTER TABLE certificates ADD COLUMN observed_ts REAL;
+UPDATE certificates SET info_ts = last_event_ts;
+",
+    stacks_table!()
+);
+
 /// The columns of `certificates`, in the order `cert_from_row` and `save_certificate` use.
 macro_rules! cert_columns {
     () => {
         "stack, name, expiry, expiry_event_ts, last_event_ts, install_failing, \
          install_event_ts, error_message, server_names, lets_encrypt, has_intermediate_cert, \
-         ssl_termination, status, install_failures, install_successes, expire_soon_notifications"
+         ssl_termination, status, install_failures, install_successes, expire_soon_notifications, \
+         info_ts, observed_ts"
     };
+}
+
+/// Index of `saved_event_id` after the [`cert_columns`] in a restore's rows.
+const SAVED_EVENT_ID: usize = 18;
+
+/// A stored event, parsed again for a replay.
+enum Stored {
+    /// A webhook delivery.
+    Webhook(SslEvent),
+    /// An API observation.
+    Observation(Observation),
+}
+
+impl Stored {
+    /// The stored `payload` of an event of `event_type`; `None` if it no longer parses.
+    fn parse(event_type: &str, payload: &str) -> Option<Stored> {
+        if event_type == OBSERVATION_EVENT_TYPE {
+            return serde_json::from_str(payload).ok().map(Stored::Observation);
+        }
+        match webhook::parse(payload.as_bytes()) {
+            Ok(Delivery::Ssl { event, .. }) => Some(Stored::Webhook(event)),
+            Ok(Delivery::Other { .. }) | Err(_) => None,
+        }
+    }
+
+    /// The certificate it is about: (stack, name).
+    fn key(&self) -> (&str, &str) {
+        match self {
+            Stored::Webhook(event) => (&event.stack, &event.name),
+            Stored::Observation(seen) => (&seen.stack, &seen.name),
+        }
+    }
+
+    /// Applies it, as the writer did when it stored it.
+    fn apply_to(&self, cert: &mut Certificate) {
+        match self {
+            Stored::Webhook(event) => cert.apply(event),
+            Stored::Observation(seen) => cert.observe(seen),
+        }
+    }
 }
 
 /// The state restored at start-up.
@@ -148,33 +225,34 @@ impl Database {
         // Each certificate with the id of the newest event its row includes, and of the
         // first event replayed onto it.
         let mut map: std::collections::HashMap<CertKey, (Certificate, i64, Option<i64>)> = stmt
-            .query_map([], |row| Ok((cert_from_row(row)?, row.get(16)?)))?
+            .query_map([], |row| {
+                Ok((cert_from_row(row)?, row.get(SAVED_EVENT_ID)?))
+            })?
             .map(|row| row.map(|(c, saved)| (CertKey::new(&c.stack, &c.name), (c, saved, None))))
             .collect::<rusqlite::Result<_>>()?;
         let checkpoint = self.checkpoint()?;
         let mut replay = self
             .conn
-            .prepare("SELECT id, payload FROM events WHERE id > ?1 ORDER BY id")?;
+            .prepare("SELECT id, event_type, payload FROM events WHERE id > ?1 ORDER BY id")?;
         let mut rows = replay.query([checkpoint])?;
         let (mut replayed, mut last_event_id) = (0, checkpoint);
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             last_event_id = id;
-            let payload: String = row.get(1)?;
-            match webhook::parse(payload.as_bytes()) {
-                Ok(Delivery::Ssl { event, .. }) => {
-                    let (cert, saved, first_replayed) = map
-                        .entry(CertKey::new(&event.stack, &event.name))
-                        .or_insert_with(|| (Certificate::new(&event.stack, &event.name), 0, None));
-                    if id > *saved {
-                        first_replayed.get_or_insert(id);
-                        cert.apply(&event);
-                        replayed += 1;
-                    }
-                }
-                Ok(Delivery::Other { .. }) | Err(_) => {
-                    tracing::warn!(id, "a stored event no longer parses; skipped");
-                }
+            let event_type: String = row.get(1)?;
+            let payload: String = row.get(2)?;
+            let Some(stored) = Stored::parse(&event_type, &payload) else {
+                tracing::warn!(id, event_type, "a stored event no longer parses; skipped");
+                continue;
+            };
+            let (stack, name) = stored.key();
+            let (cert, saved, first_replayed) = map
+                .entry(CertKey::new(stack, name))
+                .or_insert_with(|| (Certificate::new(stack, name), 0, None));
+            if id > *saved {
+                first_replayed.get_or_insert(id);
+                stored.apply_to(cert);
+                replayed += 1;
             }
         }
         let newest: Option<i64> = self
@@ -204,6 +282,27 @@ impl Database {
             )
             .optional()?;
         Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Every stack the Cloud66 API reconciliation remembers.
+    pub fn stacks(&self) -> Result<Vec<StackRecord>, StoreError> {
+        let read = || -> rusqlite::Result<Vec<StackRecord>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT uid, id, id_source, name, environment, actions_checked FROM stacks",
+            )?;
+            stmt.query_map([], |row| {
+                Ok(StackRecord {
+                    uid: row.get(0)?,
+                    id: row.get(1)?,
+                    id_source: IdSource::parse(&row.get::<_, String>(2)?),
+                    name: row.get(3)?,
+                    environment: row.get(4)?,
+                    actions_checked: row.get(5)?,
+                })
+            })?
+            .collect()
+        };
+        read().map_err(|source| self.open_error(source))
     }
 
     /// When the newest stored event was received (Unix seconds).
@@ -282,9 +381,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(open_err)?;
-    let upgrade = match version {
-        0 => SCHEMA,
-        1 => MIGRATE_1_TO_2,
+    let upgrade: &[&str] = match version {
+        0 => &[SCHEMA],
+        1 => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3],
+        2 => &[MIGRATE_2_TO_3],
         SCHEMA_VERSION => return Ok(()),
         found => {
             return Err(StoreError::Incompatible {
@@ -294,7 +394,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         }
     };
     let tx = conn.transaction().map_err(open_err)?;
-    tx.execute_batch(upgrade).map_err(open_err)?;
+    for step in upgrade {
+        tx.execute_batch(step).map_err(open_err)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(open_err)?;
     tx.commit().map_err(open_err)
@@ -323,6 +425,8 @@ fn cert_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Certificate> {
         install_failures: count(13)?,
         install_successes: count(14)?,
         expire_soon_notifications: count(15)?,
+        info_ts: row.get(16)?,
+        observed_ts: row.get(17)?,
     })
 }
 
@@ -330,7 +434,7 @@ const SAVE_CERTIFICATE: &str = concat!(
     "INSERT OR REPLACE INTO certificates (",
     cert_columns!(),
     ", saved_event_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
 );
 
 /// Saves a certificate's row, which includes every event of it up to `saved_event_id`.
@@ -358,7 +462,26 @@ pub(super) fn save_certificate(
         count(cert.install_failures),
         count(cert.install_successes),
         count(cert.expire_soon_notifications),
+        cert.info_ts,
+        cert.observed_ts,
         saved_event_id,
+    ])?;
+    Ok(())
+}
+
+/// Saves what is known about a stack.
+pub(super) fn save_stack(tx: &Transaction<'_>, stack: &StackRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO stacks (uid, id, id_source, name, environment, actions_checked) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        stack.uid,
+        stack.id,
+        stack.id_source.as_str(),
+        stack.name,
+        stack.environment,
+        stack.actions_checked,
     ])?;
     Ok(())
 }
@@ -483,23 +606,26 @@ mod tests {
         let path = dir.path().join(DB_FILE);
         {
             let conn = Connection::open(&path).expect("create");
-            let v1 = SCHEMA.replace(
+            // Schema 1 is the current one without the columns and table added since.
+            let mut v1 = SCHEMA.to_owned();
+            for added in [
                 "    saved_event_id            INTEGER NOT NULL DEFAULT 0,\n",
-                "",
-            );
-            assert_ne!(
-                v1, SCHEMA,
-                "the schema 1 table is derived from the current one"
-            );
+                "    info_ts                   REAL,\n",
+                "    observed_ts               REAL,\n",
+                stacks_table!(),
+            ] {
+                assert!(v1.contains(added), "the current schema has {added:?}");
+                v1 = v1.replace(added, "");
+            }
             conn.execute_batch(&v1).expect("schema 1");
             conn.pragma_update(None, "user_version", 1)
                 .expect("version");
             conn.execute(
-                concat!(
-                    "INSERT INTO certificates (",
-                    cert_columns!(),
-                    ") VALUES ('1', 'a', NULL, NULL, 1, 1, 1, 'e1', NULL, NULL, NULL, NULL, NULL, 1, 0, 0)"
-                ),
+                "INSERT INTO certificates (stack, name, expiry, expiry_event_ts, last_event_ts, \
+                 install_failing, install_event_ts, error_message, server_names, lets_encrypt, \
+                 has_intermediate_cert, ssl_termination, status, install_failures, \
+                 install_successes, expire_soon_notifications) \
+                 VALUES ('1', 'a', NULL, NULL, 1, 1, 1, 'e1', 'a.example', NULL, NULL, NULL, NULL, 1, 0, 0)",
                 [],
             )
             .expect("row");
@@ -514,6 +640,13 @@ mod tests {
         store_event(&db, 2, &failure(2, "a"));
         let restored = db.restore().expect("restore");
         assert_eq!(failures(&restored, "a"), Some(2));
+        let a = restored.certificates.iter().find(|c| c.name == "a");
+        assert_eq!(
+            a.map(|c| (c.info_ts, c.info.server_names.clone())),
+            Some((Some(2.0), Some("a.example".to_owned()))),
+            "the descriptive fields' time starts as the newest event's"
+        );
+        assert!(db.stacks().expect("the stacks table exists").is_empty());
         let version: i64 = db
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

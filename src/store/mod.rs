@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use database::{DB_FILE, Database};
 
-use crate::event::SslEvent;
+use crate::cloud66::StackRecord;
+use crate::event::{Observation, SslEvent};
 use crate::metrics::StorageMetrics;
 use crate::state::{CertKey, State};
 use checkpointer::Checkpointer;
@@ -110,6 +111,17 @@ pub enum Forgotten {
     Unknown,
 }
 
+/// What storing a page of API observations did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Observations that changed a certificate (or added one): stored and applied.
+    pub applied: usize,
+    /// Observations that would change nothing: not stored.
+    pub unchanged: usize,
+    /// Observations of new certificates past `--storage.max-certificates`: dropped.
+    pub over_limit: usize,
+}
+
 /// Where the writer sends a job's answer.
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -134,6 +146,18 @@ pub(super) enum Job {
     /// Prove the database can take an event of `bytes` now, by committing a write of
     /// that size.
     Probe { bytes: usize, reply: Reply<()> },
+    /// Store and apply a page of API observations, all or none.
+    Observe {
+        observations: Vec<Observation>,
+        reply: Reply<Observed>,
+    },
+    /// Save what is known about a stack; when its label changed from `previous_label`
+    /// (the uid, before its id was known), move that label's certificates to the new one.
+    Stack {
+        record: StackRecord,
+        previous_label: Option<String>,
+        reply: Reply<usize>,
+    },
 }
 
 /// What a job did inside a batch that committed.
@@ -142,6 +166,9 @@ pub(super) enum Outcome {
     Forgotten(Forgotten),
     /// The probe write committed; `Err` says the filesystem is nearly full.
     Probed(Result<(), String>),
+    Observed(Observed),
+    /// How many certificates moved to the stack's new label.
+    Stacked(usize),
 }
 
 impl Job {
@@ -154,9 +181,15 @@ impl Job {
             (Job::Probe { reply, .. }, Ok(Outcome::Probed(space))) => {
                 reply.send(space.map_err(StoreError::Write)).is_ok()
             }
+            (Job::Observe { reply, .. }, Ok(Outcome::Observed(o))) => reply.send(Ok(o)).is_ok(),
+            (Job::Stack { reply, .. }, Ok(Outcome::Stacked(moved))) => {
+                reply.send(Ok(moved)).is_ok()
+            }
             (Job::Record { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
             (Job::Forget { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
             (Job::Probe { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (Job::Observe { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
+            (Job::Stack { reply, .. }, Err(e)) => reply.send(Err(e)).is_ok(),
             (job, Ok(_)) => {
                 tracing::error!("storage writer produced a mismatched outcome");
                 job.answer(Err(StoreError::Write("internal error".into())));
@@ -237,6 +270,32 @@ impl Store {
     /// event): a nearly full disk that still takes a tiny write is not ready.
     pub async fn probe(&self, bytes: usize) -> Result<(), StoreError> {
         self.submit(|reply| Job::Probe { bytes, reply }).await?
+    }
+
+    /// Durably stores the observations of one API page that change a certificate, and
+    /// applies them; all or none.
+    pub async fn observe(&self, observations: Vec<Observation>) -> Result<Observed, StoreError> {
+        self.submit(|reply| Job::Observe {
+            observations,
+            reply,
+        })
+        .await?
+    }
+
+    /// Durably saves what is known about a stack and, when its `stack` label changed
+    /// from `previous_label`, moves the certificates under the old label to the new one
+    /// (merging with any already there). Returns how many moved.
+    pub async fn save_stack(
+        &self,
+        record: StackRecord,
+        previous_label: Option<String>,
+    ) -> Result<usize, StoreError> {
+        self.submit(|reply| Job::Stack {
+            record,
+            previous_label,
+            reply,
+        })
+        .await?
     }
 
     async fn submit<T>(

@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Transaction, TransactionBehavior, params};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::checkpointer::Checkpointer;
-use super::database::{Database, delete_certificate, save_certificate, save_checkpoint};
-use super::{Forgotten, Job, Outcome, Recorded, StoreError};
-use crate::event::SslEvent;
+use super::database::{
+    Database, delete_certificate, save_certificate, save_checkpoint, save_stack,
+};
+use super::{Forgotten, Job, Observed, Outcome, Recorded, StoreError};
+use crate::event::{OBSERVATION_EVENT_TYPE, Observation, SslEvent};
 use crate::metrics::StorageMetrics;
 use crate::state::{CertKey, Certificate, State};
 
@@ -187,6 +190,7 @@ impl Writer {
         };
         let mut insert = tx.prepare_cached(INSERT_EVENT)?;
         let mut outcomes = Vec::with_capacity(batch.len());
+        // Set when a certificate was removed or moved to another key.
         let mut forgot = false;
         for job in batch {
             outcomes.push(match job {
@@ -209,13 +213,40 @@ impl Writer {
                     Outcome::Forgotten(changes.forget(&tx, stack, name)?)
                 }
                 Job::Probe { bytes, .. } => Outcome::Probed(probe(&tx, *bytes)?),
+                Job::Observe { observations, .. } => {
+                    let mut observed = Observed::default();
+                    for observation in observations {
+                        let count = match changes.observe(&tx, &mut insert, observation)? {
+                            Seen::Applied => &mut observed.applied,
+                            Seen::Unchanged => &mut observed.unchanged,
+                            Seen::OverLimit => &mut observed.over_limit,
+                        };
+                        *count += 1;
+                    }
+                    Outcome::Observed(observed)
+                }
+                Job::Stack {
+                    record,
+                    previous_label,
+                    ..
+                } => {
+                    save_stack(&tx, record)?;
+                    let moved = match previous_label {
+                        Some(from) if from != record.label() => {
+                            changes.relabel(&tx, from, record.label())?
+                        }
+                        _ => 0,
+                    };
+                    forgot |= moved > 0;
+                    Outcome::Stacked(moved)
+                }
             });
         }
         drop(insert);
         let last_event_id = changes.last_event_id;
         let mut saved_keys = HashSet::new();
         let saved_all = if forgot {
-            // A removal is saved with every other row: replaying the removed
+            // A removal (or a move) is saved with every other row: replaying the removed
             // certificate's older events at the next start would bring it back.
             let keys = self.unsaved.keys().chain(changes.changed.keys());
             save_rows(&tx, keys, &changes.changed, &self.state, last_event_id)?;
@@ -470,6 +501,13 @@ fn probe(tx: &Transaction<'_>, bytes: usize) -> rusqlite::Result<Result<(), Stri
     }))
 }
 
+/// What became of one observation.
+enum Seen {
+    Applied,
+    Unchanged,
+    OverLimit,
+}
+
 /// The certificates a batch changes, on top of the published state.
 struct Changes<'a> {
     /// The published (committed) state.
@@ -541,6 +579,77 @@ impl Changes<'_> {
             .get_or_insert_with(|| Certificate::new(&event.stack, &event.name))
             .apply(event);
         Ok(Recorded::Accepted)
+    }
+
+    /// Stores and applies one API observation unless it would change nothing (or would
+    /// add a certificate past the limit).
+    fn observe(
+        &mut self,
+        tx: &Transaction<'_>,
+        insert: &mut CachedStatement<'_>,
+        observation: &Observation,
+    ) -> rusqlite::Result<Seen> {
+        let current = self.current(&observation.stack, &observation.name).clone();
+        let is_new = current.is_none();
+        if is_new && self.tracked >= self.max {
+            return Ok(Seen::OverLimit);
+        }
+        let mut cert = current
+            .clone()
+            .unwrap_or_else(|| Certificate::new(&observation.stack, &observation.name));
+        cert.observe(observation);
+        if current.is_some_and(|before| before.same_facts(&cert)) {
+            return Ok(Seen::Unchanged);
+        }
+        let payload = serde_json::to_string(observation)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let digest: [u8; 32] = Sha256::digest(payload.as_bytes()).into();
+        let inserted = insert.execute(params![
+            observation.fetched_at,
+            &digest[..],
+            observation.fetched_at,
+            OBSERVATION_EVENT_TYPE,
+            observation.stack,
+            observation.name,
+            payload,
+        ])?;
+        if inserted == 0 {
+            return Ok(Seen::Unchanged);
+        }
+        self.last_event_id = tx.last_insert_rowid();
+        if is_new {
+            self.tracked += 1;
+        }
+        *self.current(&observation.stack, &observation.name) = Some(cert);
+        Ok(Seen::Applied)
+    }
+
+    /// Moves every certificate labelled `from` to the label `to`, merging each into the
+    /// certificate of the same name already there. Returns how many moved.
+    fn relabel(&mut self, tx: &Transaction<'_>, from: &str, to: &str) -> rusqlite::Result<usize> {
+        let mut keys: Vec<CertKey> = self.state.keys_of_stack(from);
+        keys.extend(self.changed.keys().filter(|k| k.stack() == from).cloned());
+        keys.sort_unstable();
+        keys.dedup();
+        let mut moved = 0;
+        for key in keys {
+            let Some(mut cert) = self.current(from, key.name()).take() else {
+                continue;
+            };
+            delete_certificate(tx, from, key.name())?;
+            match self.current(to, key.name()) {
+                Some(there) => {
+                    there.absorb(cert);
+                    self.tracked -= 1;
+                }
+                empty => {
+                    cert.stack = to.to_owned();
+                    *empty = Some(cert);
+                }
+            }
+            moved += 1;
+        }
+        Ok(moved)
     }
 
     /// Removes a certificate's row; its events stay.

@@ -205,7 +205,7 @@ fn invalid(field: &'static str, expected: &str, got: &Value) -> WebhookError {
 
 /// The value as compact JSON, cut to [`QUOTE_LIMIT`] characters. JSON escaping keeps
 /// control characters (new lines included) out of the one-line message.
-fn quote(value: &Value) -> String {
+pub(crate) fn quote(value: &Value) -> String {
     let text = value.to_string();
     match text.char_indices().nth(QUOTE_LIMIT) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
@@ -214,7 +214,7 @@ fn quote(value: &Value) -> String {
 }
 
 /// A short description of a value's JSON type, for messages.
-fn type_name(value: &Value) -> &'static str {
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -257,7 +257,7 @@ fn number(value: &Value) -> Option<f64> {
 
 /// Unix seconds of an RFC 3339 date (any offset, optional fraction) or of Cloud66's
 /// `YYYY-MM-DD HH:MM:SS UTC`; `None` when the text is neither.
-fn date_seconds(text: &str) -> Option<f64> {
+pub(crate) fn date_seconds(text: &str) -> Option<f64> {
     let text = text.trim();
     let utc = match DateTime::parse_from_rfc3339(text) {
         Ok(date) => date.to_utc(),
@@ -397,7 +397,7 @@ fn cert_info(cert: &Map<String, Value>) -> CertInfo {
 }
 
 /// `server_names`: a string as is, or an array of strings joined with `,`.
-fn server_names(value: &Value) -> Option<String> {
+pub(crate) fn server_names(value: &Value) -> Option<String> {
     match value {
         Value::String(names) => Some(names.clone()),
         Value::Array(items) => items
@@ -412,7 +412,7 @@ fn server_names(value: &Value) -> Option<String> {
 /// A boolean label: `"true"` or `"false"` from a boolean or a common spelling of
 /// one; any other string (the API model documents `ssl_termination` as a string)
 /// is kept, trimmed and lower-cased.
-fn flag(value: &Value) -> Option<String> {
+pub(crate) fn flag(value: &Value) -> Option<String> {
     match value {
         Value::Bool(flag) => Some(flag.to_string()),
         Value::String(text) => {
@@ -428,7 +428,7 @@ fn flag(value: &Value) -> Option<String> {
 }
 
 /// `status`: a string trimmed, or an integer named as in Cloud66's Go client.
-fn status(value: &Value) -> Option<String> {
+pub(crate) fn status(value: &Value) -> Option<String> {
     match value {
         Value::String(status) => Some(status.trim().to_owned()),
         Value::Number(number) => number
