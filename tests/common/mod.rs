@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test crate uses a different part of this module
 
 pub mod dashboards;
+pub mod fake_cloud66;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,660 @@
+//! Cloud66 API reconciliation against the fake API (`common::fake_cloud66`), over real
+//! HTTP(S) on 127.0.0.1: backfill, ordering against webhooks, healing, forgetting, stack
+//! ids, faults, the request budget, restarts, the sync endpoint and the token's secrecy.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cloud66_ssl_exporter::config::{AppConfig, Cloud66Config};
+use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66, Fault, Route};
+use common::sync::{config, first_sync, status, sync_now};
+use common::{Exporter, TOKEN, TestServer, cert_series, payload, request, sample};
+use serde_json::{Value, json};
+
+const UID_A: &str = "5999b763474b0eafa5fafb64bff0ba80";
+const UID_B: &str = "a6b583684833a2cf4845079c9d9350a8";
+
+/// An RFC 3339 date `days` from now.
+fn in_days(days: f64) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::seconds((days * 86_400.0) as i64);
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A certificate object: installed (status 3) Let's Encrypt, expiring in `days`.
+fn cert(uuid: &str, name: &str, days: f64) -> Value {
+    FakeCloud66::certificate(uuid, name, name, json!(3), Some(&in_days(days)), true)
+}
+
+/// Starts the exporter reconciling with `fake`, adjusted by `adjust`.
+async fn start(
+    dir: &std::path::Path,
+    fake: &FakeCloud66,
+    adjust: impl FnOnce(&mut Cloud66Config),
+) -> TestServer {
+    start_with(dir, fake, adjust, |_| {}).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    fake: &FakeCloud66,
+    adjust: impl FnOnce(&mut Cloud66Config),
+    app: impl FnOnce(&mut AppConfig),
+) -> TestServer {
+    let mut cloud66 = config(fake);
+    adjust(&mut cloud66);
+    TestServer::start_with(dir, |config| {
+        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
+        config.cloud66 = Some(cloud66);
+        app(config);
+    })
+    .await
+}
+
+/// Days left of a certificate, or `None` if it has no such series.
+fn days_left(metrics: &str, stack: &str, name: &str) -> Option<f64> {
+    sample(
+        metrics,
+        &cert_series("ssl_cert_days_until_expiry", stack, name),
+    )
+}
+
+fn failing(metrics: &str, stack: &str, name: &str) -> Option<f64> {
+    sample(
+        metrics,
+        &cert_series("ssl_cert_install_failing", stack, name),
+    )
+}
+
+/// The (stack, name) of every certificate with an `ssl_cert_info` series.
+fn certificates(metrics: &str) -> BTreeSet<(String, String)> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("ssl_cert_info{stack=\""))
+        .filter_map(|rest| {
+            let (stack, rest) = rest.split_once("\",name=\"")?;
+            let (name, _) = rest.split_once('"')?;
+            Some((stack.to_owned(), name.to_owned()))
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    list.iter()
+        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .collect()
+}
+
+/// The webhook `install.ok`/`fail` etc. for certificate `name` on stack `stack`.
+fn webhook(event_type: &str, timestamp: i64, stack: u64, name: &str, extra: Value) -> String {
+    payload(event_type, timestamp, stack, name, extra)
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test]
+async fn backfill_on_an_empty_store_shows_every_certificate_with_zero_counters() {
+    let fake = FakeCloud66::start().await;
+    fake.add_stack(UID_A, "Awesome App", "production");
+    fake.add_stack(UID_B, "Billing API", "staging");
+    fake.set_actions(UID_A, vec![FakeCloud66::stack_action(json!("283"))]);
+    let mut api_fixtures = FakeCloud66::fixture_items("ssl_certificates.page1.json");
+    // Drift: a status string, `ssl_termination` as a string, Cloud66's UTC date form.
+    api_fixtures[1]["status"] = json!("active");
+    api_fixtures[1]["ssl_termination"] = json!("true");
+    api_fixtures[1]["expires_at"] = json!("2031-08-14 00:38:14 UTC");
+    fake.set_certificates(UID_A, api_fixtures);
+    fake.set_certificates(UID_B, vec![cert("b1", "billing.example.com", 40.0)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |_| {}).await;
+
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "ok", "{status}");
+    assert_eq!(status["certificates"], 4);
+    let metrics = server.metrics().await;
+    assert_eq!(
+        certificates(&metrics),
+        pairs(&[
+            ("283", "app.example.com"),
+            ("283", "legacy.example.com"),
+            ("283", "new.example.com"),
+            (UID_B, "billing.example.com"),
+        ]),
+        "stack A's id came from its actions; B's certificates carry its uid"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series(
+                "ssl_cert_expiry_timestamp_seconds",
+                "283",
+                "app.example.com"
+            )
+        ),
+        Some(1_748_864_884.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series(
+                "ssl_cert_expiry_timestamp_seconds",
+                "283",
+                "legacy.example.com"
+            )
+        ),
+        Some(1_944_434_294.0),
+        "`2031-08-14 00:38:14 UTC`"
+    );
+    assert_eq!(failing(&metrics, "283", "new.example.com"), Some(1.0));
+    assert_eq!(failing(&metrics, "283", "app.example.com"), Some(0.0));
+    let left = days_left(&metrics, UID_B, "billing.example.com").expect("expiry");
+    assert!((39.9..40.1).contains(&left), "{left}");
+    for counter in [
+        "ssl_install_failures_total",
+        "ssl_install_successes_total",
+        "ssl_expire_soon_notifications_total",
+    ] {
+        assert_eq!(
+            sample(
+                &metrics,
+                &cert_series(counter, UID_B, "billing.example.com")
+            ),
+            Some(0.0),
+            "{counter}: observations are not events"
+        );
+    }
+    assert!(metrics.contains(
+        r#"ssl_cert_info{stack="283",name="app.example.com",server_names="app.example.com,www.example.com",lets_encrypt="true",has_intermediate_cert="true",ssl_termination="true",status="installed"} 1"#
+    ), "{metrics}");
+    assert!(metrics.contains(&format!(
+        r#"cloud66_ssl_exporter_stack_info{{environment="production",id_source="actions",stack="283",stack_name="Awesome App",stack_uid="{UID_A}"}} 1"#
+    )));
+    assert!(metrics.contains(&format!(
+        r#"cloud66_ssl_exporter_stack_info{{environment="staging",id_source="unresolved",stack="{UID_B}",stack_name="Billing API",stack_uid="{UID_B}"}} 1"#
+    )));
+    assert_eq!(
+        sample(&metrics, "cloud66_ssl_exporter_sync_certificates"),
+        Some(4.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "cloud66_ssl_exporter_sync_last_success_timestamp_seconds"
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"cloud66_ssl_exporter_sync_api_requests_total{code="200",endpoint="/stacks/{uid}/ssl_certificates.json"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"cloud66_ssl_exporter_sync_errors_total{reason="server_error"}"#
+        ),
+        Some(0.0)
+    );
+    // One request at a time, each with the token, gzip asked for and used.
+    assert_eq!(fake.max_concurrent(), 1);
+    for seen in fake.requests() {
+        assert_eq!(
+            seen.authorization.as_deref(),
+            Some(&*format!("Bearer {FAKE_TOKEN}"))
+        );
+        assert!(seen.gzip, "{seen:?}");
+    }
+    // A second sync changes nothing and stores nothing.
+    let events = stored_events(&server);
+    let status = sync_now(&server).await;
+    assert_eq!(
+        (status["last_result"].as_str(), status["changed"].as_u64()),
+        (Some("ok"), Some(0))
+    );
+    assert_eq!(
+        stored_events(&server),
+        events,
+        "unchanged certificates write nothing"
+    );
+    server.stop().await;
+}
+
+/// Rows in the event log (read beside the running exporter: WAL allows readers).
+fn stored_events(server: &TestServer) -> i64 {
+    let path = server.storage.join(cloud66_ssl_exporter::DB_FILE);
+    let db =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database");
+    db.query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .expect("count events")
+}
+
+/// A webhook body of `event_type` sent at `timestamp` (fractional seconds allowed).
+fn webhook_at(event_type: &str, timestamp: f64, stack: u64, name: &str, extra: Value) -> String {
+    let mut body: Value =
+        serde_json::from_str(&webhook(event_type, 0, stack, name, extra)).expect("payload is JSON");
+    body["timestamp"] = json!(timestamp);
+    body.to_string()
+}
+
+fn now_f64() -> f64 {
+    let now = chrono::Utc::now();
+    now.timestamp() as f64 + f64::from(now.timestamp_subsec_millis()) / 1000.0
+}
+
+fn expiry(metrics: &str, stack: &str, name: &str) -> Option<f64> {
+    sample(
+        metrics,
+        &cert_series("ssl_cert_expiry_timestamp_seconds", stack, name),
+    )
+}
+
+/// Unix seconds of an RFC 3339 date.
+fn unix(date: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(date)
+        .expect("RFC 3339")
+        .timestamp() as f64
+}
+
+/// Stack A with id 123 configured and the certificates `certs`.
+async fn one_stack(fake: &FakeCloud66, certs: Vec<Value>) {
+    fake.add_stack(UID_A, "Awesome App", "production");
+    fake.set_certificates(UID_A, certs);
+}
+
+fn configured_a(config: &mut Cloud66Config) {
+    config.stack_ids = vec![(UID_A.to_owned(), "123".to_owned())];
+}
+
+#[tokio::test]
+async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways() {
+    let fake = FakeCloud66::start().await;
+    let in_60 = in_days(60.0);
+    one_stack(
+        &fake,
+        vec![FakeCloud66::certificate(
+            "w",
+            "web",
+            "web.example.com",
+            json!(3),
+            Some(&in_60),
+            true,
+        )],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, configured_a).await;
+    first_sync(&server).await;
+    assert_eq!(
+        expiry(&server.metrics().await, "123", "web"),
+        Some(unix(&in_60))
+    );
+
+    // A webhook newer than the fetch wins, and a later fetch of the same (older) data
+    // does not undo it.
+    let in_90 = in_days(90.0);
+    let reply = server
+        .post_event(&webhook_at(
+            "ssl_certificate.install.ok",
+            now_f64() + 100.0,
+            123,
+            "web",
+            json!({"cert_expiry": in_90}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    sync_now(&server).await;
+    let metrics = server.metrics().await;
+    assert_eq!(expiry(&metrics, "123", "web"), Some(unix(&in_90)));
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series("ssl_install_successes_total", "123", "web")
+        ),
+        Some(1.0)
+    );
+
+    // A stale webhook (older than the fetches) is counted but changes nothing.
+    let reply = server
+        .post_event(&webhook_at(
+            "ssl_certificate.install.fail",
+            now_f64() - 3600.0,
+            123,
+            "web",
+            json!({"error_message": "stale"}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let metrics = server.metrics().await;
+    assert_eq!(
+        failing(&metrics, "123", "web"),
+        Some(0.0),
+        "the newer fetch said installed"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series("ssl_install_failures_total", "123", "web")
+        ),
+        Some(1.0)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_missed_install_ok_is_healed_by_a_sync() {
+    let fake = FakeCloud66::start().await;
+    let in_60 = in_days(60.0);
+    one_stack(
+        &fake,
+        vec![FakeCloud66::certificate(
+            "w",
+            "web",
+            "web.example.com",
+            json!(3),
+            Some(&in_60),
+            true,
+        )],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, configured_a).await;
+    first_sync(&server).await;
+    // A renewal fails, then succeeds, but the install.ok delivery is lost.
+    let reply = server
+        .post_event(&webhook_at(
+            "ssl_certificate.install.fail",
+            now_f64(),
+            123,
+            "web",
+            json!({"error_message": "DNS check failed"}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let metrics = server.metrics().await;
+    assert_eq!(failing(&metrics, "123", "web"), Some(1.0));
+    let in_90 = in_days(90.0);
+    fake.set_certificates(
+        UID_A,
+        vec![FakeCloud66::certificate(
+            "w",
+            "web",
+            "web.example.com",
+            json!(3),
+            Some(&in_90),
+            true,
+        )],
+    );
+    let status = sync_now(&server).await;
+    assert_eq!(status["changed"], 1, "{status}");
+    let metrics = server.metrics().await;
+    assert_eq!(failing(&metrics, "123", "web"), Some(0.0), "{metrics}");
+    assert_eq!(expiry(&metrics, "123", "web"), Some(unix(&in_90)));
+    assert!(
+        !metrics.contains("ssl_cert_install_error_info{stack=\"123\""),
+        "the error is gone"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series("ssl_install_failures_total", "123", "web")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series("ssl_install_successes_total", "123", "web")
+        ),
+        Some(0.0),
+        "observations are not deliveries"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn certificates_are_forgotten_only_after_complete_listings() {
+    let fake = FakeCloud66::start().await;
+    fake.set_per_page(1);
+    one_stack(
+        &fake,
+        vec![
+            cert("w", "web", 60.0),
+            cert("o", "old", 60.0),
+            cert("z", "zeta", 60.0),
+        ],
+    )
+    .await;
+    fake.add_stack(UID_B, "Billing API", "staging");
+    fake.set_certificates(UID_B, vec![cert("b", "billing", 60.0)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        c.stack_ids = vec![
+            (UID_A.to_owned(), "123".to_owned()),
+            (UID_B.to_owned(), "456".to_owned()),
+        ];
+    })
+    .await;
+    first_sync(&server).await;
+    // Known only from webhooks, on a stack the API does not list: never forgotten.
+    let reply = server
+        .post_event(&webhook(
+            "ssl_certificate.install.ok",
+            now(),
+            999,
+            "elsewhere",
+            json!({}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200);
+    // A webhook certificate on a listed stack is the API's to forget like any other.
+    let reply = server
+        .post_event(&webhook(
+            "ssl_certificate.install.ok",
+            now(),
+            123,
+            "hook-only",
+            json!({}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200);
+    fake.remove_certificate(UID_A, "o");
+    let all = pairs(&[
+        ("123", "web"),
+        ("123", "old"),
+        ("123", "zeta"),
+        ("123", "hook-only"),
+        ("456", "billing"),
+        ("999", "elsewhere"),
+    ]);
+    assert_eq!(certificates(&server.metrics().await), all);
+
+    // Listings that fail on a page, or are throttled, count no miss.
+    fake.fail(
+        Route::Certificates(UID_A.into()),
+        Some(2),
+        Fault::Status(500),
+        None,
+    );
+    for _ in 0..3 {
+        let status = sync_now(&server).await;
+        assert_eq!(status["last_result"], "failed", "{status}");
+    }
+    fake.clear_faults();
+    fake.fail(
+        Route::Certificates(UID_A.into()),
+        Some(1),
+        Fault::Throttled {
+            retry_after: Some(0),
+        },
+        Some(2),
+    );
+    for _ in 0..2 {
+        let status = sync_now(&server).await;
+        assert_eq!(status["last_result"], "partial", "{status}");
+    }
+    // The stack gone from the stack list: its certificates stay.
+    fake.remove_stack(UID_B);
+    assert_eq!(
+        certificates(&server.metrics().await),
+        all,
+        "nothing forgotten yet"
+    );
+
+    // Two complete listings without them.
+    let status = sync_now(&server).await;
+    assert_eq!(status["last_result"], "ok", "{status}");
+    assert_eq!(
+        certificates(&server.metrics().await),
+        all,
+        "one miss is not enough"
+    );
+    let status = sync_now(&server).await;
+    assert_eq!(status["changed"], 2, "{status}");
+    assert_eq!(
+        certificates(&server.metrics().await),
+        pairs(&[
+            ("123", "web"),
+            ("123", "zeta"),
+            ("456", "billing"),
+            ("999", "elsewhere")
+        ])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_series_merge() {
+    let fake = FakeCloud66::start().await;
+    let c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+    let c2 = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2";
+    let c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    fake.add_stack(c1, "Configured", "production");
+    fake.add_stack(c2, "By actions", "production");
+    fake.add_stack(c3, "By match", "production");
+    fake.set_actions(c1, vec![FakeCloud66::stack_action(json!("1"))]);
+    fake.set_actions(c2, vec![FakeCloud66::stack_action(json!(222))]);
+    fake.set_certificates(c1, vec![cert("1", "one.example.com", 50.0)]);
+    fake.set_certificates(c2, vec![cert("2", "two.example.com", 50.0)]);
+    let shop_expiry = in_days(50.0);
+    fake.set_certificates(
+        c3,
+        vec![FakeCloud66::certificate(
+            "3",
+            "shop",
+            "shop.example.com,www.shop.example.com",
+            json!(3),
+            Some(&shop_expiry),
+            true,
+        )],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        c.stack_ids = vec![(c1.to_owned(), "111".to_owned())]
+    })
+    .await;
+    first_sync(&server).await;
+    assert_eq!(
+        certificates(&server.metrics().await),
+        pairs(&[
+            ("111", "one.example.com"),
+            ("222", "two.example.com"),
+            (c3, "shop")
+        ])
+    );
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.path.contains(c1) && r.path.ends_with("actions.json")),
+        "a configured stack's actions are not looked up"
+    );
+
+    // A webhook for stack 333 whose certificate matches c3's only one.
+    let reply = server
+        .post_event(&webhook(
+            "ssl_certificate.install.ok",
+            now() - 60,
+            333,
+            "shop",
+            json!({"server_names": "www.shop.example.com, shop.example.com"}),
+        ))
+        .await;
+    assert_eq!(reply.status, 200);
+    sync_now(&server).await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        certificates(&metrics),
+        pairs(&[
+            ("111", "one.example.com"),
+            ("222", "two.example.com"),
+            ("333", "shop")
+        ]),
+        "one series per certificate after the merge"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &cert_series("ssl_install_successes_total", "333", "shop")
+        ),
+        Some(1.0),
+        "nothing counted twice"
+    );
+    assert_eq!(
+        expiry(&metrics, "333", "shop"),
+        Some(unix(&shop_expiry)),
+        "the API's newer expiry survives the merge"
+    );
+    for (stack, uid, source) in [
+        ("111", c1, "configured"),
+        ("222", c2, "actions"),
+        ("333", c3, "matched"),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                r#"id_source="{source}",stack="{stack}",stack_name="#
+            )) && metrics.contains(&format!(r#"stack_uid="{uid}"}} 1"#)),
+            "{source}: {metrics}"
+        );
+    }
+    // Actions are looked up once per stack, ever.
+    let actions = |fake: &FakeCloud66| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("actions.json"))
+            .count()
+    };
+    assert_eq!(actions(&fake), 2);
+    sync_now(&server).await;
+    assert_eq!(actions(&fake), 2);
+
+    // All of it survives a restart, and later observations land on the id.
+    server.stop().await;
+    let server = start(dir.path(), &fake, |c| {
+        c.stack_ids = vec![(c1.to_owned(), "111".to_owned())]
+    })
+    .await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        certificates(&metrics),
+        pairs(&[
+            ("111", "one.example.com"),
+            ("222", "two.example.com"),
+            ("333", "shop")
+        ])
+    );
+    assert!(
+        metrics.contains(r#"id_source="matched",stack="333""#),
+        "{metrics}"
+    );
+    first_sync(&server).await;
+    assert_eq!(actions(&fake), 2, "not even after a restart");
+    assert_eq!(certificates(&server.metrics().await).len(), 3);
+    server.stop().await;
+}
