@@ -10,7 +10,7 @@ use std::time::Duration;
 use cloud66_ssl_exporter::config::{AppConfig, Cloud66Config};
 use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66, Fault, Route};
 use common::sync::{config, first_sync, status, sync_now};
-use common::{Exporter, TOKEN, TestServer, cert_series, payload, request, sample};
+use common::{TOKEN, TestServer, cert_series, payload, request, sample};
 use serde_json::{Value, json};
 
 const UID_A: &str = "5999b763474b0eafa5fafb64bff0ba80";
@@ -657,4 +657,610 @@ async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_se
     assert_eq!(actions(&fake), 2, "not even after a restart");
     assert_eq!(certificates(&server.metrics().await).len(), 3);
     server.stop().await;
+}
+
+/// Requests the fake answered on a path ending with `suffix`.
+fn requests_to(fake: &FakeCloud66, suffix: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.path.ends_with(suffix))
+        .count()
+}
+
+fn errors(metrics: &str, reason: &str) -> Option<f64> {
+    sample(
+        metrics,
+        &format!(r#"cloud66_ssl_exporter_sync_errors_total{{reason="{reason}"}}"#),
+    )
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_a_bounded_number_of_times() {
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        configured_a(c);
+        c.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    first_sync(&server).await;
+    let route = || Route::Certificates(UID_A.into());
+    let certs = "ssl_certificates.json";
+
+    // Each kind of transient failure, twice, then an answer: the sync succeeds.
+    for fault in [
+        Fault::Status(500),
+        Fault::Status(502),
+        Fault::Delay(Duration::from_secs(2)),
+        Fault::NotJson,
+        Fault::Truncated,
+    ] {
+        fake.clear_requests();
+        fake.fail(route(), None, fault.clone(), Some(2));
+        let status = sync_now(&server).await;
+        assert_eq!(status["last_result"], "ok", "{fault:?}: {status}");
+        assert_eq!(
+            requests_to(&fake, certs),
+            3,
+            "{fault:?}: two failures, one answer"
+        );
+    }
+    // Failing for good: four attempts (one and three retries), then the stack fails.
+    for (fault, reason) in [
+        (Fault::Status(503), "server_error"),
+        (Fault::Delay(Duration::from_secs(2)), "timeout"),
+        (Fault::Truncated, "malformed"),
+    ] {
+        fake.clear_faults();
+        fake.clear_requests();
+        fake.fail(route(), None, fault.clone(), None);
+        let before = errors(&server.metrics().await, reason).expect("reason counted");
+        let status = sync_now(&server).await;
+        assert_eq!(status["last_result"], "failed", "{fault:?}: {status}");
+        assert_eq!(requests_to(&fake, certs), 4, "{fault:?}");
+        let after = errors(&server.metrics().await, reason).expect("reason counted");
+        assert_eq!(
+            after - before,
+            1.0,
+            "{fault:?}: one failure of the sync, counted as {reason}"
+        );
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(
+        failing(&metrics, "123", "web"),
+        Some(0.0),
+        "nothing half-applied"
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"cloud66_ssl_exporter_sync_api_requests_total{code="503",endpoint="/stacks/{uid}/ssl_certificates.json"}"#
+        ) >= Some(4.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            r#"cloud66_ssl_exporter_sync_api_requests_total{code="error",endpoint="/stacks/{uid}/ssl_certificates.json"}"#
+        ) >= Some(4.0),
+        "timeouts count as code=\"error\""
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_token_fails_the_sync_with_one_request_and_a_clear_reason() {
+    for (fault, code) in [(Fault::Unauthorized, 401), (Fault::Forbidden, 403)] {
+        let fake = FakeCloud66::start().await;
+        one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+        fake.fail(Route::Any, None, fault, None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = start(dir.path(), &fake, |_| {}).await;
+        let status = first_sync(&server).await;
+        assert_eq!(status["last_result"], "failed");
+        let error = status["last_error"].as_str().expect("an error");
+        assert!(
+            error.contains(&format!("HTTP {code}")) && error.contains("`public` scope"),
+            "{error}"
+        );
+        assert_eq!(fake.request_count(), 1, "no retry storm");
+        let metrics = server.metrics().await;
+        assert_eq!(errors(&metrics, "unauthorized"), Some(1.0));
+        assert_eq!(
+            sample(
+                &metrics,
+                "cloud66_ssl_exporter_sync_last_success_timestamp_seconds"
+            ),
+            Some(0.0)
+        );
+        // Webhooks and scrapes go on.
+        let reply = server
+            .post_event(&webhook(
+                "ssl_certificate.install.ok",
+                now(),
+                5,
+                "web",
+                json!({}),
+            ))
+            .await;
+        assert_eq!(reply.status, 200);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn throttling_stops_the_sync_and_waits_before_the_next_request() {
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    fake.add_stack(UID_B, "Billing API", "staging");
+    fake.set_certificates(UID_B, vec![cert("b", "billing", 60.0)]);
+    fake.fail(
+        Route::Certificates(UID_B.into()),
+        None,
+        Fault::Throttled {
+            retry_after: Some(3600),
+        },
+        None,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        c.stack_ids = vec![
+            (UID_A.to_owned(), "123".to_owned()),
+            (UID_B.to_owned(), "456".to_owned()),
+        ];
+    })
+    .await;
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "partial", "{status}");
+    assert_eq!(
+        requests_to(&fake, "ssl_certificates.json"),
+        2,
+        "throttled once, not retried"
+    );
+    let metrics = server.metrics().await;
+    assert_eq!(errors(&metrics, "throttled"), Some(1.0));
+    assert!(
+        days_left(&metrics, "123", "web").is_some(),
+        "what was complete is kept"
+    );
+    // Until Retry-After has passed, a sync asks nothing.
+    let asked = fake.request_count();
+    let status = sync_now(&server).await;
+    assert_eq!(fake.request_count(), asked);
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("throttled")),
+        "{status}"
+    );
+    assert!(
+        status["next_sync"].as_f64().expect("next sync") > now_f64() + 3000.0,
+        "{status}"
+    );
+    server.stop().await;
+
+    // 429 works the same way.
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    fake.fail(
+        Route::Stacks,
+        None,
+        Fault::TooManyRequests { retry_after: None },
+        None,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, configured_a).await;
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "failed", "{status}");
+    assert_eq!(fake.request_count(), 1);
+    assert_eq!(errors(&server.metrics().await, "throttled"), Some(1.0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_budget_holds_and_a_cut_round_goes_on_in_the_next_window() {
+    let fake = FakeCloud66::start().await;
+    let uids = ["d1d1d1d1", "d2d2d2d2", "d3d3d3d3"];
+    for (i, uid) in uids.iter().enumerate() {
+        fake.add_stack(uid, &format!("Stack {i}"), "production");
+        fake.set_certificates(uid, vec![cert(uid, &format!("c{i}.example.com"), 30.0)]);
+    }
+    let window = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        c.stack_ids = uids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.to_string(), format!("{}", 10 + i)))
+            .collect();
+        c.max_requests_per_hour = 3;
+        c.budget_window = window;
+    })
+    .await;
+    // Stack list, then two stacks: the third waits.
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "partial", "{status}");
+    assert_eq!(fake.request_count(), 3);
+    assert_eq!(certificates(&server.metrics().await).len(), 2);
+    let status = sync_now(&server).await;
+    assert_eq!(status["last_result"], "failed", "{status}");
+    assert_eq!(fake.request_count(), 3, "nothing past the budget");
+    assert!(errors(&server.metrics().await, "budget") >= Some(2.0));
+    // In the next window the round goes on where it stopped: the stack list and the
+    // third stack complete it.
+    tokio::time::sleep(window).await;
+    let status = sync_now(&server).await;
+    assert_eq!(status["last_result"], "ok", "{status}");
+    assert_eq!(
+        status["certificates"], 3,
+        "the round's certificates, over both windows"
+    );
+    assert_eq!(fake.request_count(), 5);
+    let listed: Vec<_> = fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(listed[4].contains(uids[2]), "{listed:?}");
+    assert_eq!(certificates(&server.metrics().await).len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_sync_loses_nothing() {
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    fake.add_stack(UID_B, "Billing API", "staging");
+    fake.set_certificates(UID_B, vec![cert("b", "billing", 60.0)]);
+    // Stack B's listing hangs; A's is committed meanwhile.
+    fake.fail(
+        Route::Certificates(UID_B.into()),
+        None,
+        Fault::Delay(Duration::from_secs(30)),
+        None,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids = |c: &mut Cloud66Config| {
+        c.stack_ids = vec![
+            (UID_A.to_owned(), "123".to_owned()),
+            (UID_B.to_owned(), "456".to_owned()),
+        ];
+        c.request_timeout = Duration::from_secs(60);
+    };
+    let server = start(dir.path(), &fake, ids).await;
+    for _ in 0..200 {
+        if days_left(&server.metrics().await, "123", "web").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        status(&server).await["running"] == true,
+        "the sync is still waiting for B"
+    );
+    server.stop().await;
+
+    // After the restart, A's certificate is there before any sync: it was stored.
+    let unreachable = FakeCloud66::start().await;
+    unreachable.stop().await;
+    let server = start(dir.path(), &unreachable, ids).await;
+    let metrics = server.metrics().await;
+    assert!(days_left(&metrics, "123", "web").is_some(), "{metrics}");
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "failed");
+    assert_eq!(errors(&server.metrics().await, "transport"), Some(1.0));
+    server.stop().await;
+
+    // And the next sync completes the rest.
+    fake.clear_faults();
+    let server = start(dir.path(), &fake, ids).await;
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "ok", "{status}");
+    assert_eq!(
+        certificates(&server.metrics().await),
+        pairs(&[("123", "web"), ("456", "billing")])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn https_is_verified_and_the_token_never_follows_a_redirect_to_another_host() {
+    let fake = FakeCloud66::start_https().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    let ca = fake.ca_pem().expect("an HTTPS fake has a CA");
+    let roots: Vec<_> = rustls_pki_types::pem::PemObject::pem_slice_iter(ca.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("CA PEM");
+    // Trusted through --cloud66.api-ca-file's certificates.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        configured_a(c);
+        c.extra_roots = roots;
+    })
+    .await;
+    assert_eq!(first_sync(&server).await["last_result"], "ok");
+    server.stop().await;
+    // Not trusted by the system's roots alone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, configured_a).await;
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "failed", "{status}");
+    assert_eq!(errors(&server.metrics().await, "transport"), Some(1.0));
+    server.stop().await;
+
+    // A redirect to another host (another port counts) is not followed.
+    let plain = FakeCloud66::start().await;
+    let elsewhere = FakeCloud66::start().await;
+    one_stack(&plain, vec![]).await;
+    plain.fail(
+        Route::Stacks,
+        None,
+        Fault::Redirect(format!("{}/stacks.json", elsewhere.url())),
+        None,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &plain, configured_a).await;
+    let status = first_sync(&server).await;
+    assert_eq!(status["last_result"], "failed", "{status}");
+    assert_eq!(
+        elsewhere.request_count(),
+        0,
+        "the other host saw nothing, token or not"
+    );
+    assert_eq!(plain.request_count(), 1, "a redirect is not retried");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_sync_endpoint_starts_a_sync_and_shows_its_status() {
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, configured_a).await;
+    first_sync(&server).await;
+    let post = |headers: &'static [(&'static str, &'static str)]| {
+        request(server.addr, "POST", "/api/v1/sync", headers, "")
+    };
+    assert_eq!(post(&[]).await.status, 401);
+    assert_eq!(
+        post(&[("authorization", "Bearer wrong-token-0123456789")])
+            .await
+            .status,
+        401
+    );
+    // A sync held up by a slow page: a second request is refused while it runs.
+    fake.fail(
+        Route::Certificates(UID_A.into()),
+        None,
+        Fault::Delay(Duration::from_millis(1500)),
+        Some(1),
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let query = format!("/api/v1/sync?token={TOKEN}");
+    let started = request(server.addr, "POST", &query, &[], "").await;
+    assert_eq!(
+        (started.status, started.json()["status"].clone()),
+        (202, json!("started"))
+    );
+    let again = request(
+        server.addr,
+        "POST",
+        "/api/v1/sync",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let running = status(&server).await;
+    assert_eq!(running["running"], true);
+    let done = common::sync::wait_until(&server, |s| {
+        s["changed"] == 0 && s["last_started"] != running["last_finished"]
+    })
+    .await;
+    assert_eq!(done["last_result"], "ok");
+    assert_eq!(done["stacks"], 1);
+    assert!(done["next_sync"].as_f64() > done["last_finished"].as_f64());
+    assert_eq!(done["stacks_known"][0]["stack"], "123");
+    assert_eq!(done["stacks_known"][0]["name"], "Awesome App");
+    assert!(
+        !done.to_string().contains(FAKE_TOKEN),
+        "the API token is never shown"
+    );
+    let put = request(server.addr, "PUT", "/api/v1/sync", &[], "").await;
+    assert_eq!(
+        (put.status, put.header("allow")),
+        (405, "GET, HEAD, POST".to_owned())
+    );
+    server.stop().await;
+
+    // Without an API token there is no sync, and no sync metric.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let reply = request(
+        server.addr,
+        "POST",
+        "/api/v1/sync",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 404);
+    assert!(reply.body.contains("--cloud66.api-token"), "{}", reply.body);
+    assert_eq!(
+        request(server.addr, "GET", "/api/v1/sync", &[], "")
+            .await
+            .status,
+        404
+    );
+    let metrics = server.metrics().await;
+    for name in common::sync::SYNC_METRICS {
+        assert!(!metrics.contains(name), "{name} without a token");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_sync_metric_is_emitted_with_a_token() {
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        c.sync_interval = Duration::from_secs(600)
+    })
+    .await;
+    first_sync(&server).await;
+    let metrics = server.metrics().await;
+    for name in common::sync::SYNC_METRICS {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.starts_with(&format!("{name}{{"))
+                    || line.starts_with(&format!("{name} "))),
+            "{name} missing:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        sample(&metrics, "cloud66_ssl_exporter_sync_interval_seconds"),
+        Some(600.0)
+    );
+    assert_eq!(
+        sample(&metrics, "cloud66_ssl_exporter_sync_duration_seconds_count"),
+        Some(1.0)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn changes_between_syncs_renewed_deleted_and_new_stacks_are_followed() {
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 10.0), cert("o", "old", 10.0)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), &fake, |c| {
+        configured_a(c);
+        c.forget_missing_after = 1;
+    })
+    .await;
+    first_sync(&server).await;
+    let renewed = in_days(90.0);
+    fake.set_certificates(
+        UID_A,
+        vec![FakeCloud66::certificate(
+            "w",
+            "web",
+            "web",
+            json!(3),
+            Some(&renewed),
+            true,
+        )],
+    );
+    fake.add_stack(UID_B, "Billing API", "staging");
+    fake.set_certificates(UID_B, vec![cert("b", "billing", 20.0)]);
+    let status = sync_now(&server).await;
+    assert_eq!(status["last_result"], "ok", "{status}");
+    let metrics = server.metrics().await;
+    assert_eq!(expiry(&metrics, "123", "web"), Some(unix(&renewed)));
+    assert_eq!(
+        certificates(&metrics),
+        pairs(&[("123", "web"), (UID_B, "billing")])
+    );
+    server.stop().await;
+}
+
+/// The log lines of a child exporter, read as they come.
+type Log = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Reads log lines into `seen` until one contains `until`, for at most 60 s.
+async fn log_until(log: &mut Log, seen: &mut Vec<String>, until: &str) {
+    let read = async {
+        while let Some(line) = log.next_line().await.expect("read stderr") {
+            let done = line.contains(until);
+            seen.push(line);
+            if done {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .is_err()
+    {
+        panic!("no {until:?} in 60 s: {seen:#?}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_token_is_in_no_log_line() {
+    use tokio::io::AsyncBufReadExt;
+    const SECRET: &str = "c66-secret-api-token-never-logged-0123";
+    let fake = FakeCloud66::start().await;
+    one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
+    fake.set_token(SECRET);
+    let other = FakeCloud66::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, format!("{SECRET}\n")).expect("token file");
+    for args in [
+        format!("--cloud66.api-token={SECRET}"),
+        format!("--cloud66.api-token-file={}", token_file.display()),
+    ] {
+        // Everything that could carry it into a log, one sync each: a redirect to
+        // another host, 5xx until the retries give up, a rejected token, and success.
+        fake.clear_faults();
+        fake.fail(
+            Route::Stacks,
+            None,
+            Fault::Redirect(format!("{}/stacks.json", other.url())),
+            Some(1),
+        );
+        fake.fail(Route::Stacks, None, Fault::Status(500), Some(4));
+        fake.fail(Route::Stacks, None, Fault::Unauthorized, Some(1));
+        let storage = tempfile::tempdir().expect("tempdir");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--storage.path={}", storage.path().display()))
+            .arg(format!("--webhook.token={TOKEN}"))
+            .arg(format!("--cloud66.api-url={}", fake.url()))
+            .arg("--log.level=debug")
+            .arg(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("exporter starts");
+        let mut log: Log = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut seen = Vec::new();
+        log_until(&mut log, &mut seen, "message=listening").await;
+        let addr: std::net::SocketAddr = seen
+            .last()
+            .and_then(|line| line.split("address=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("the listening address");
+        for until in [
+            "unexpected HTTP status 302",
+            "unexpected HTTP status 500",
+            "`public` scope",
+            "Cloud66 API sync finished",
+        ] {
+            if until != "unexpected HTTP status 302" {
+                let auth = format!("Bearer {TOKEN}");
+                let reply = loop {
+                    let reply = request(
+                        addr,
+                        "POST",
+                        "/api/v1/sync",
+                        &[("authorization", &auth)],
+                        "",
+                    )
+                    .await;
+                    if reply.status != 409 {
+                        break reply;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert_eq!(reply.status, 202, "{}", reply.body);
+            }
+            log_until(&mut log, &mut seen, until).await;
+        }
+        child.kill().await.expect("kill");
+        assert!(seen.iter().all(|line| !line.contains(SECRET)), "{seen:#?}");
+        assert_eq!(other.request_count(), 0);
+    }
 }

@@ -8,6 +8,23 @@ use serde_json::Value;
 use super::fake_cloud66::{FAKE_TOKEN, FakeCloud66};
 use super::{TOKEN, TestServer, request};
 
+/// The Cloud66 API sync metrics, emitted only when an API token is configured
+/// (`--cloud66.api-token`), so they are not in the golden exposition, which comes from an
+/// exporter without one; a histogram is listed by its `_bucket`, `_sum` and `_count`.
+/// Alerts and dashboards may use them too. tests/cloud66_sync.rs checks that an exporter
+/// with a token emits every one of them and one without emits none.
+pub const SYNC_METRICS: &[&str] = &[
+    "cloud66_ssl_exporter_sync_last_success_timestamp_seconds",
+    "cloud66_ssl_exporter_sync_interval_seconds",
+    "cloud66_ssl_exporter_sync_duration_seconds_bucket",
+    "cloud66_ssl_exporter_sync_duration_seconds_sum",
+    "cloud66_ssl_exporter_sync_duration_seconds_count",
+    "cloud66_ssl_exporter_sync_api_requests_total",
+    "cloud66_ssl_exporter_sync_errors_total",
+    "cloud66_ssl_exporter_sync_certificates",
+    "cloud66_ssl_exporter_stack_info",
+];
+
 /// Reconciliation with `fake`, with short retries so that fault tests stay quick.
 pub fn config(fake: &FakeCloud66) -> Cloud66Config {
     let mut config = Cloud66Config::new(FAKE_TOKEN, fake.url());
