@@ -12,7 +12,8 @@
 //!   variables), and every query parses as PromQL (written as recording rules and
 //!   checked by `promtool check rules`);
 //! - alerts and dashboards only use metrics, and `result` label values, the exporter
-//!   emits (checked against the golden exposition `tests/golden/metrics.txt`).
+//!   emits (checked against the golden exposition `tests/golden/metrics.txt`, or, for
+//!   the Cloud66 API sync metrics that exporter lacks, listed in `SYNC_METRICS`).
 //!
 //! The tools come from the Debian packages `prometheus` and `prometheus-alertmanager`
 //! (Prometheus 2.42, Alertmanager 0.25). A missing tool fails the test: it never passes
@@ -20,6 +21,7 @@
 
 mod common;
 
+use common::sync::SYNC_METRICS;
 use common::{dashboards, tool};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,8 +55,9 @@ const DASHBOARDS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// Every metric the exporter emits (plus Prometheus' own `up`). Alerts and dashboards
-/// may use nothing else.
+/// Every metric the exporter emits without a Cloud66 API token (plus Prometheus' own
+/// `up`), all in the golden exposition. Alerts and dashboards may use nothing else but
+/// these and `SYNC_METRICS`.
 const KNOWN_METRICS: &[&str] = &[
     "up",
     "ssl_cert_days_until_expiry",
@@ -332,7 +335,7 @@ fn golden_exposition() -> (BTreeSet<String>, BTreeSet<String>) {
 fn assert_known_metrics(what: &str, text: &str) {
     for name in metric_names(text) {
         assert!(
-            KNOWN_METRICS.contains(&name.as_str()),
+            KNOWN_METRICS.contains(&name.as_str()) || SYNC_METRICS.contains(&name.as_str()),
             "{what} uses `{name}`, which the exporter does not emit"
         );
     }
@@ -481,8 +484,9 @@ fn every_alert_has_firing_and_not_firing_unit_tests() {
 }
 
 /// Alert conventions: CamelCase names with the common prefix, `for`, a severity,
-/// static summary ending with a period, templated description naming stack and
-/// certificate (and domains) for certificate alerts, the job selector, and a runbook URL
+/// static summary ending with a period, templated description naming stack (and its
+/// name from `cloud66_ssl_exporter_stack_info` when known), certificate and domains for
+/// certificate alerts, the job selector, and a runbook URL
 /// whose section exists in docs/runbooks.md.
 #[test]
 fn alerts_follow_conventions() {
@@ -540,10 +544,16 @@ fn alerts_follow_conventions() {
             "{name}: description must be templated"
         );
         if name.starts_with("Cloud66SSLCertificate") {
-            for needle in ["$labels.stack", "$labels.name", "server_names"] {
+            for needle in [
+                "$labels.stack",
+                "cloud66_ssl_exporter_stack_info",
+                "$labels.name",
+                "server_names",
+            ] {
                 assert!(
                     description.contains(needle),
-                    "{name}: description must name stack, certificate and domains (missing {needle})"
+                    "{name}: description must name stack (with its name when known), \
+                     certificate and domains (missing {needle})"
                 );
             }
         }
@@ -644,10 +654,50 @@ fn certificate_limit_alerts_follow_the_configured_limit() {
     assert_eq!(reached.severity.as_deref(), Some("critical"));
 }
 
+/// The sync alert reads the interval from the exporter (`--cloud66.sync-interval`)
+/// instead of a number written into the rules, never fires merely because the exporter
+/// just started, relies only on metrics that exist with an API token (so an exporter
+/// without one stays quiet), and points at the errors by reason.
+#[test]
+fn sync_failing_alert_follows_the_configured_interval() {
+    let rule = rules()
+        .into_iter()
+        .find(|r| r.alert == "Cloud66SSLExporterSyncFailing")
+        .expect("Cloud66SSLExporterSyncFailing exists");
+    for needle in [
+        "cloud66_ssl_exporter_sync_last_success_timestamp_seconds{",
+        "3 * cloud66_ssl_exporter_sync_interval_seconds{",
+        "process_start_time_seconds{",
+        "and on (job, instance)",
+    ] {
+        assert!(rule.expr.contains(needle), "{needle} in {}", rule.expr);
+    }
+    assert!(
+        !rule.expr.contains("3600") && !rule.expr.contains("10800"),
+        "the interval must come from cloud66_ssl_exporter_sync_interval_seconds: {}",
+        rule.expr
+    );
+    assert_eq!(rule.severity.as_deref(), Some("warning"));
+    let description = rule.description.unwrap();
+    assert!(
+        description.contains("cloud66_ssl_exporter_sync_errors_total"),
+        "{description}"
+    );
+    let rules_text = read(RULES);
+    let header = rules_text.split("\ngroups:").next().unwrap();
+    assert!(
+        header.contains("Cloud66SSLExporterSyncFailing"),
+        "the settings header of {RULES} must list the sync alert's threshold"
+    );
+}
+
 /// Alerts and dashboards use only metric names and `result` values the exporter really
 /// emits, taken from the golden exposition. A misspelt selector (`result="overlimit"`)
 /// would still pass the promtool unit tests, whose input series are written by hand,
-/// and the alert would never fire.
+/// and the alert would never fire. The sync metrics (`SYNC_METRICS`) are accepted
+/// without being in the golden exposition: that exporter has no API token, and they must
+/// stay absent without one (Cloud66SSLExporterSyncFailing relies on that to stay quiet).
+/// tests/cloud66_sync.rs checks them against an exporter with a token.
 #[test]
 fn alerts_and_dashboards_match_the_golden_exposition() {
     let (names, results) = golden_exposition();
@@ -655,6 +705,32 @@ fn alerts_and_dashboards_match_the_golden_exposition() {
         assert!(
             names.contains(*metric),
             "{metric} is not in {GOLDEN_METRICS}: the exporter does not emit it"
+        );
+    }
+    for metric in SYNC_METRICS {
+        assert!(
+            !KNOWN_METRICS.contains(metric),
+            "{metric} is in both KNOWN_METRICS and SYNC_METRICS"
+        );
+        assert!(
+            !names.contains(*metric),
+            "{metric} is in {GOLDEN_METRICS}, an exporter without an API token: sync \
+             metrics must exist only when a token is configured"
+        );
+    }
+    let mut sync_used: BTreeSet<String> = metric_names(&read(RULES));
+    for (_, expr) in dashboards::dashboard_queries() {
+        sync_used.extend(metric_names(&expr));
+    }
+    sync_used.retain(|name| SYNC_METRICS.contains(&name.as_str()));
+    for expected in [
+        "cloud66_ssl_exporter_sync_last_success_timestamp_seconds",
+        "cloud66_ssl_exporter_sync_interval_seconds",
+        "cloud66_ssl_exporter_stack_info",
+    ] {
+        assert!(
+            sync_used.contains(expected),
+            "no rule or dashboard uses {expected} (parser broken?)"
         );
     }
     let mut used: Vec<(String, String)> = result_values(&read(RULES))
