@@ -10,7 +10,7 @@ use std::time::Duration;
 use cloud66_ssl_exporter::config::{AppConfig, Cloud66Config};
 use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66, Fault, Route};
 use common::sync::{config, first_sync, status, sync_now};
-use common::{TOKEN, TestServer, cert_series, payload, request, sample};
+use common::{Exporter, TOKEN, TestServer, cert_series, payload, request, sample};
 use serde_json::{Value, json};
 
 const UID_A: &str = "5999b763474b0eafa5fafb64bff0ba80";
@@ -1263,4 +1263,55 @@ async fn the_api_token_is_in_no_log_line() {
         assert!(seen.iter().all(|line| !line.contains(SECRET)), "{seen:#?}");
         assert_eq!(other.request_count(), 0);
     }
+}
+
+#[tokio::test]
+async fn observations_survive_kill_9_and_are_replayed() {
+    let fake = FakeCloud66::start().await;
+    fake.add_stack(UID_A, "Awesome App", "production");
+    fake.set_actions(UID_A, vec![FakeCloud66::stack_action(json!("283"))]);
+    fake.set_certificates(UID_A, vec![cert("w", "web", 60.0), cert("x", "www", 20.0)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api = [
+        format!("--cloud66.api-token={FAKE_TOKEN}"),
+        format!("--cloud66.api-url={}", fake.url()),
+        format!("--webhook.token={TOKEN}"),
+    ];
+    let args: Vec<&str> = api.iter().map(String::as_str).collect();
+    let exporter = Exporter::spawn(dir.path(), &args).await;
+    // The moment the sync's observations are visible, they are committed; kill before
+    // the rows are saved (two seconds after a change).
+    let metrics = loop {
+        let reply = request(exporter.addr, "GET", "/metrics", &[], "").await;
+        if certificates(&reply.body).len() == 2 {
+            break reply.body;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    exporter.kill().await;
+    // Restarted without reaching the API: everything comes from the event log.
+    let offline = [
+        "--cloud66.api-token=whatever",
+        "--cloud66.api-url=http://127.0.0.1:9/api/3",
+    ];
+    let exporter = Exporter::spawn(dir.path(), &offline).await;
+    let after = request(exporter.addr, "GET", "/metrics", &[], "")
+        .await
+        .body;
+    assert_eq!(
+        certificates(&after),
+        pairs(&[("283", "web"), ("283", "www")])
+    );
+    for name in ["web", "www"] {
+        assert_eq!(
+            expiry(&after, "283", name),
+            expiry(&metrics, "283", name),
+            "{name}"
+        );
+    }
+    assert!(
+        after.contains(r#"id_source="actions",stack="283""#),
+        "the stack id too"
+    );
+    exporter.kill().await;
 }

@@ -601,6 +601,85 @@ mod tests {
     }
 
     #[test]
+    fn observations_are_replayed_like_webhooks_and_unknown_kinds_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open(dir.path()).expect("open");
+        let observation = Observation {
+            fetched_at: 5.0,
+            stack: "1".into(),
+            stack_uid: "uid".into(),
+            uuid: "u".into(),
+            name: "a".into(),
+            expiry: Some(500.0),
+            install_failing: Some(false),
+            info: CertInfo::default(),
+        };
+        let store = |id: i64, event_type: &str, payload: &str| {
+            db.conn
+                .execute(
+                    "INSERT INTO events (id, event_ts, digest, received_at, event_type, stack, name, payload) \
+                     VALUES (?1, ?1, randomblob(32), 0, ?2, '1', 'a', ?3)",
+                    params![id, event_type, payload],
+                )
+                .expect("insert event");
+        };
+        // A failure at 1, the API saying installed at 5, a failure at 3 arriving late.
+        store(1, "ssl_certificate.install.fail", &failure(1, "a"));
+        let json = serde_json::to_string(&observation).expect("serialise");
+        store(2, OBSERVATION_EVENT_TYPE, &json);
+        store(3, "ssl_certificate.install.fail", &failure(3, "a"));
+        store(4, OBSERVATION_EVENT_TYPE, "{\"not\": \"an observation\"}");
+        let restored = db.restore().expect("restore");
+        let a = restored
+            .certificates
+            .iter()
+            .find(|c| c.name == "a")
+            .expect("a");
+        assert_eq!(a.install_failures, 2, "observations are not counted");
+        assert!(
+            !a.install_failing,
+            "the observation at 5 is newer than both failures"
+        );
+        assert_eq!((a.expiry, a.observed_ts), (Some(500.0), Some(5.0)));
+        assert_eq!(restored.replayed, 3, "the unreadable row is skipped");
+        assert_eq!(restored.last_event_id, 4);
+    }
+
+    #[test]
+    fn stacks_are_saved_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Database::open(dir.path()).expect("open");
+        let record = StackRecord {
+            uid: "u1".into(),
+            id: Some("7".into()),
+            id_source: IdSource::Matched,
+            name: "App".into(),
+            environment: "production".into(),
+            actions_checked: true,
+        };
+        let tx = db.conn.transaction().expect("tx");
+        save_stack(&tx, &record).expect("save");
+        save_stack(
+            &tx,
+            &StackRecord {
+                id: None,
+                id_source: IdSource::Unresolved,
+                uid: "u2".into(),
+                ..record.clone()
+            },
+        )
+        .expect("save");
+        tx.commit().expect("commit");
+        let mut stacks = db.stacks().expect("stacks");
+        stacks.sort_by(|a, b| a.uid.cmp(&b.uid));
+        assert_eq!(stacks[0], record);
+        assert_eq!(
+            (stacks[1].id.as_deref(), stacks[1].id_source),
+            (None, IdSource::Unresolved)
+        );
+    }
+
+    #[test]
     fn a_schema_1_database_is_migrated_and_its_rows_count_as_of_the_checkpoint() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(DB_FILE);
