@@ -1,23 +1,33 @@
 //! End to end: the exporter, a real Prometheus and a real Alertmanager.
 //!
-//! The test starts the exporter binary (authentication disabled), Alertmanager 0.25 with
-//! `examples/alertmanager.yml` as it is (routes and inhibit rules), and Prometheus 2.42
-//! scraping the exporter every second with the alert rules of
-//! `alerts/cloud66-ssl-exporter.rules.yml` loaded and evaluated every second. It feeds
-//! Cloud66 webhooks for certificates in every situation (healthy, routine 30 days,
-//! under 21 days, under 7 days, expired, failing, first seen failing). The exporter runs
-//! with `--storage.max-certificates` equal to the number of those certificates, so a
-//! webhook for one more (which would expire in 5 days) is refused with 422. It then
-//! asserts:
+//! The test starts the exporter binary (authentication disabled) reconciling with a fake
+//! Cloud66 API (`common::fake_cloud66`, served by a tokio runtime of the test),
+//! Alertmanager 0.25 with `examples/alertmanager.yml` as it is (routes and inhibit
+//! rules), and Prometheus 2.42 scraping the exporter every second with the alert rules of
+//! `alerts/cloud66-ssl-exporter.rules.yml` loaded and evaluated every second.
+//!
+//! The fake API serves one stack ("Awesome App", production), whose async actions give
+//! its webhook stack id (777), with one certificate that expires in 5 days and that no
+//! webhook ever mentions. The test waits until the exporter's first sync has completed
+//! and exports that certificate. It then feeds Cloud66 webhooks for certificates in every
+//! situation (healthy, routine 30 days, under 21 days, under 7 days, expired, failing,
+//! first seen failing) on other stacks. The exporter runs with
+//! `--storage.max-certificates` equal to the number of all those certificates (the API
+//! one included), so a webhook for one more (which would expire in 5 days) is refused
+//! with 422. It then asserts:
 //!
 //! - through Alertmanager's `/api/v2/alerts`, that exactly the expected alerts arrived,
 //!   with exactly the expected labels, their annotations rendered (domains, error
-//!   message, runbook URL, certificate counts), the warnings of critical certificates
-//!   inhibited, the refused certificate raising only
+//!   message, runbook URL, certificate counts, the stack's name from
+//!   `cloud66_ssl_exporter_stack_info` for the API's stack and none for the others), the
+//!   warnings of critical certificates inhibited, the certificate known only from the API
+//!   raising `Cloud66SSLCertificateExpiringVerySoon`, the refused certificate raising only
 //!   `Cloud66SSLExporterCertificateLimitReached`, which inhibits
-//!   `Cloud66SSLExporterCertificateLimitNear`;
+//!   `Cloud66SSLExporterCertificateLimitNear`, and `Cloud66SSLExporterSyncFailing` not
+//!   firing (the sync succeeded);
 //! - through Prometheus' `/api/v1/query`, that every query of `dashboards/*.json` (with
-//!   Grafana's variables replaced) parses and returns data;
+//!   Grafana's variables replaced) parses and returns data, the Cloud66 API sync row
+//!   included (its metrics exist because a token is configured);
 //! - through `/api/v1/rules`, that every rule evaluates without error.
 //!
 //! To finish in seconds instead of hours, Prometheus loads a copy of the rules file in
@@ -26,10 +36,12 @@
 //!
 //! Needs the Debian packages `prometheus` and `prometheus-alertmanager`; without them the
 //! test fails with a message saying so. Every process it starts is killed by PID when the
-//! test ends, also on failure (see `Processes`), and every wait has a deadline.
+//! test ends, also on failure (see `Processes`), every wait has a deadline, and the fake
+//! API stops with its runtime when the test ends.
 
 mod common;
 
+use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66};
 use common::{dashboards, tool};
 
 use std::fs::File;
@@ -49,10 +61,17 @@ const RUNBOOK_URL_PREFIX: &str =
 /// Upper bound for the whole test.
 const TOTAL_BUDGET: Duration = Duration::from_secs(180);
 const DAY: i64 = 86_400;
-/// `--storage.max-certificates`: exactly the certificates of the scenario.
-const MAX_CERTIFICATES: u32 = 7;
+/// `--storage.max-certificates`: exactly the certificates of the scenario, the 7 of the
+/// webhooks and the one known only from the API.
+const MAX_CERTIFICATES: u32 = 8;
 /// Number of alerting rules in the rules file.
-const ALERT_RULES: usize = 11;
+const ALERT_RULES: usize = 12;
+/// The stack the fake Cloud66 API serves: its uid, name and environment, and the webhook
+/// stack id its async actions give.
+const API_STACK_UID: &str = "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0";
+const API_STACK_NAME: &str = "Awesome App";
+const API_STACK_ENVIRONMENT: &str = "production";
+const API_STACK_ID: i64 = 777;
 
 // ---------------------------------------------------------------------------------------
 // Processes
@@ -479,12 +498,41 @@ fn alerts_and_dashboards_work_end_to_end() {
     let alertmanager = tool("prometheus-alertmanager");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
+
+    // --- The fake Cloud66 API ---------------------------------------------------------
+    // It serves on the worker threads of this runtime, which lives until the test ends
+    // (declared before `procs`, so dropped after the processes are killed).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeCloud66::start());
+    // A certificate known only from the API: no webhook mentions it.
+    let api_only = Cert {
+        stack: API_STACK_ID,
+        name: "api-only.example.com",
+        domains: "api-only.example.com",
+    };
+    fake.add_stack(API_STACK_UID, API_STACK_NAME, API_STACK_ENVIRONMENT);
+    fake.set_actions(
+        API_STACK_UID,
+        vec![FakeCloud66::stack_action(json!(API_STACK_ID.to_string()))],
+    );
+    fake.set_certificates(
+        API_STACK_UID,
+        vec![FakeCloud66::certificate(
+            "0e2e0e2e-api0-4e2e-8e2e-0e2e0e2e0e2e",
+            api_only.name,
+            api_only.domains,
+            json!(3),
+            Some(&rfc3339(now() + 5 * DAY)),
+            true,
+        )],
+    );
+
     let mut procs = Processes {
         dir: dir.clone(),
         children: Vec::new(),
     };
 
-    // --- The exporter -----------------------------------------------------------------
+    // --- The exporter, reconciling with the fake API ----------------------------------
     let mut exporter = Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"));
     exporter.args([
         "--web.listen-address",
@@ -496,6 +544,8 @@ fn alerts_and_dashboards_work_end_to_end() {
         "logfmt",
         "--storage.max-certificates",
         &MAX_CERTIFICATES.to_string(),
+        &format!("--cloud66.api-token={FAKE_TOKEN}"),
+        &format!("--cloud66.api-url={}", fake.url()),
     ]);
     procs.spawn("exporter", exporter);
     let exporter_port: u16 = wait_for(
@@ -516,6 +566,54 @@ fn alerts_and_dashboards_work_end_to_end() {
         },
     );
     let instance = format!("127.0.0.1:{exporter_port}");
+
+    // The first sync (it starts with the exporter) has completed and committed the
+    // API's certificate, before any webhook: it counts towards the certificate limit,
+    // which the refused webhook below must find reached.
+    let sync = wait_for(
+        &mut procs,
+        deadline_in(start, 30),
+        "the first Cloud66 API sync to complete",
+        || {
+            let r = get(exporter_port, "/api/v1/sync").map_err(|e| e.to_string())?;
+            let v: Value = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {}", r.body))?;
+            if r.status == 200 && v["running"] == false && v["last_result"] == "ok" {
+                Ok(v)
+            } else {
+                Err(format!("status {}: {}", r.status, r.body))
+            }
+        },
+    );
+    assert_eq!(sync["certificates"], 1, "{sync}");
+    // The webhook stack id was learnt from the stack's async actions.
+    assert_eq!(
+        sync["stacks_known"],
+        json!([{
+            "stack": API_STACK_ID.to_string(),
+            "uid": API_STACK_UID,
+            "name": API_STACK_NAME,
+            "environment": API_STACK_ENVIRONMENT,
+            "id_source": "actions",
+        }]),
+        "{sync}"
+    );
+    let api_series = format!(
+        "ssl_cert_expiry_timestamp_seconds{{stack=\"{}\",name=\"{}\"}} ",
+        api_only.stack, api_only.name
+    );
+    wait_for(
+        &mut procs,
+        deadline_in(start, 30),
+        "the API's certificate in the exporter's /metrics",
+        || {
+            let r = get(exporter_port, "/metrics").map_err(|e| e.to_string())?;
+            if r.status == 200 && r.body.lines().any(|l| l.starts_with(&api_series)) {
+                Ok(())
+            } else {
+                Err(format!("no {api_series:?} (status {})", r.status))
+            }
+        },
+    );
 
     // --- Alertmanager, with the shipped example configuration -------------------------
     let am_port = free_port();
@@ -697,6 +795,11 @@ fn alerts_and_dashboards_work_end_to_end() {
         // "limit near" warning of the same exporter. No `name` label.
         ("Cloud66SSLExporterCertificateLimitReached", "", "active"),
         ("Cloud66SSLExporterCertificateLimitNear", "", "suppressed"),
+        // Known only from the API, 5 days left: the critical alert, the warning
+        // inhibited. No Cloud66SSLExporterSyncFailing (the sync succeeded): the list
+        // must match exactly, and its rule is checked inactive below.
+        (very_soon, "api-only.example.com", "active"),
+        (soon_alert, "api-only.example.com", "suppressed"),
     ];
     expected.sort();
     let expected_summary: Vec<(String, String, String)> = expected
@@ -741,7 +844,7 @@ fn alerts_and_dashboards_work_end_to_end() {
 
     let domains_of = |name: &str| -> &str {
         [
-            &healthy, &routine, &warning, &critical, &expired, &failing, &first,
+            &healthy, &routine, &warning, &critical, &expired, &failing, &first, &api_only,
         ]
         .iter()
         .find(|c| c.name == name)
@@ -749,7 +852,7 @@ fn alerts_and_dashboards_work_end_to_end() {
         .unwrap()
     };
     let stack_of = |name: &str| -> i64 {
-        [&warning, &critical, &expired, &failing, &first]
+        [&warning, &critical, &expired, &failing, &first, &api_only]
             .iter()
             .find(|c| c.name == name)
             .map(|c| c.stack)
@@ -802,9 +905,16 @@ fn alerts_and_dashboards_work_end_to_end() {
             description.contains(&format!("\"{name}\"")),
             "{alertname}: certificate in {description:?}"
         );
+        // The stack's name comes from cloud66_ssl_exporter_stack_info, which only the
+        // API's stack has; the webhooks' stacks are shown by id alone.
+        let stack = if stack_of(name) == API_STACK_ID {
+            format!("stack {API_STACK_ID} ({API_STACK_NAME}) (domains: ")
+        } else {
+            format!("stack {} (domains: ", stack_of(name))
+        };
         assert!(
-            description.contains(&format!("stack {}", stack_of(name))),
-            "{alertname}: stack in {description:?}"
+            description.contains(&stack),
+            "{alertname}: {stack:?} in {description:?}"
         );
         let domains = domains_of(name).replace(',', ", ");
         assert!(
@@ -842,6 +952,9 @@ fn alerts_and_dashboards_work_end_to_end() {
             (_, "critical-3d") => {
                 assert!(description.contains("expires in 2d 23h"), "{description:?}")
             }
+            (_, "api-only.example.com") => {
+                assert!(description.contains("expires in 4d 23h"), "{description:?}")
+            }
             _ => {}
         }
         let state = alert["status"]["state"].as_str().unwrap();
@@ -870,6 +983,9 @@ fn alerts_and_dashboards_work_end_to_end() {
                 "rule {} failed: {}",
                 rule["name"], rule["lastError"]
             );
+            if rule["name"] == "Cloud66SSLExporterSyncFailing" {
+                assert_eq!(rule["state"], "inactive", "{rule}");
+            }
         }
     }
     assert_eq!(
@@ -897,6 +1013,10 @@ fn alerts_and_dashboards_work_end_to_end() {
     }
 
     procs.assert_running();
+    // The exporter first, then the fake API and the runtime serving it.
+    drop(procs);
+    drop(fake);
+    drop(rt);
     eprintln!(
         "end-to-end test: {} alerts checked in Alertmanager, {} dashboard queries returned data, \
          finished in {:.1?}",
