@@ -272,23 +272,19 @@ fn configured_a(config: &mut Cloud66Config) {
     config.stack_ids = vec![(UID_A.to_owned(), "123".to_owned())];
 }
 
-#[tokio::test]
-async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways() {
+/// A fake API with stack A holding `web`, installed and expiring in 60 days (returned),
+/// and a store for the exporter.
+async fn web_on_stack_123() -> (FakeCloud66, tempfile::TempDir, String) {
     let fake = FakeCloud66::start().await;
     let in_60 = in_days(60.0);
-    one_stack(
-        &fake,
-        vec![FakeCloud66::certificate(
-            "w",
-            "web",
-            "web.example.com",
-            json!(3),
-            Some(&in_60),
-            true,
-        )],
-    )
-    .await;
-    let dir = tempfile::tempdir().expect("tempdir");
+    let web = FakeCloud66::certificate("w", "web", "web.example.com", json!(3), Some(&in_60), true);
+    one_stack(&fake, vec![web]).await;
+    (fake, tempfile::tempdir().expect("tempdir"), in_60)
+}
+
+#[tokio::test]
+async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways() {
+    let (fake, dir, in_60) = web_on_stack_123().await;
     let server = start(dir.path(), &fake, configured_a).await;
     first_sync(&server).await;
     assert_eq!(
@@ -349,21 +345,7 @@ async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways() {
 
 #[tokio::test]
 async fn a_missed_install_ok_is_healed_by_a_sync() {
-    let fake = FakeCloud66::start().await;
-    let in_60 = in_days(60.0);
-    one_stack(
-        &fake,
-        vec![FakeCloud66::certificate(
-            "w",
-            "web",
-            "web.example.com",
-            json!(3),
-            Some(&in_60),
-            true,
-        )],
-    )
-    .await;
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, dir, _) = web_on_stack_123().await;
     let server = start(dir.path(), &fake, configured_a).await;
     first_sync(&server).await;
     // A renewal fails, then succeeds, but the install.ok delivery is lost.
@@ -1031,21 +1013,13 @@ async fn the_sync_endpoint_starts_a_sync_and_shows_its_status() {
         Fault::Delay(Duration::from_millis(1500)),
         Some(1),
     );
-    let auth = format!("Bearer {TOKEN}");
     let query = format!("/api/v1/sync?token={TOKEN}");
     let started = request(server.addr, "POST", &query, &[], "").await;
     assert_eq!(
         (started.status, started.json()["status"].clone()),
         (202, json!("started"))
     );
-    let again = request(
-        server.addr,
-        "POST",
-        "/api/v1/sync",
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
+    let again = common::sync::post_sync(server.addr).await;
     assert_eq!(again.status, 409, "{}", again.body);
     let running = status(&server).await;
     assert_eq!(running["running"], true);
@@ -1072,14 +1046,7 @@ async fn the_sync_endpoint_starts_a_sync_and_shows_its_status() {
     // Without an API token there is no sync, and no sync metric.
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
-    let reply = request(
-        server.addr,
-        "POST",
-        "/api/v1/sync",
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
+    let reply = common::sync::post_sync(server.addr).await;
     assert_eq!(reply.status, 404);
     assert!(reply.body.contains("--cloud66.api-token"), "{}", reply.body);
     assert_eq!(
@@ -1240,16 +1207,8 @@ async fn the_api_token_is_in_no_log_line() {
             "Cloud66 API sync finished",
         ] {
             if until != "unexpected HTTP status 302" {
-                let auth = format!("Bearer {TOKEN}");
                 let reply = loop {
-                    let reply = request(
-                        addr,
-                        "POST",
-                        "/api/v1/sync",
-                        &[("authorization", &auth)],
-                        "",
-                    )
-                    .await;
+                    let reply = common::sync::post_sync(addr).await;
                     if reply.status != 409 {
                         break reply;
                     }

@@ -6,7 +6,8 @@ use cloud66_ssl_exporter::config::Cloud66Config;
 use serde_json::Value;
 
 use super::fake_cloud66::{FAKE_TOKEN, FakeCloud66};
-use super::{TOKEN, TestServer, request};
+use super::{Reply, TOKEN, TestServer, request};
+use std::net::SocketAddr;
 
 /// The Cloud66 API sync metrics, emitted only when an API token is configured
 /// (`--cloud66.api-token`), so they are not in the golden exposition, which comes from an
@@ -60,18 +61,23 @@ pub async fn first_sync(server: &TestServer) -> Value {
     wait_until(server, |s| !s["last_finished"].is_null()).await
 }
 
-/// Starts a sync with `POST /api/v1/sync` once none runs, and waits until it ends.
-pub async fn sync_now(server: &TestServer) -> Value {
-    let before = first_sync(server).await["last_finished"].clone();
+/// `POST /api/v1/sync` with the webhook token.
+pub async fn post_sync(addr: SocketAddr) -> Reply {
     let auth = format!("Bearer {TOKEN}");
-    let reply = request(
-        server.addr,
+    request(
+        addr,
         "POST",
         "/api/v1/sync",
         &[("authorization", &auth)],
         "",
     )
-    .await;
+    .await
+}
+
+/// Starts a sync with `POST /api/v1/sync` once none runs, and waits until it ends.
+pub async fn sync_now(server: &TestServer) -> Value {
+    let before = first_sync(server).await["last_finished"].clone();
+    let reply = post_sync(server.addr).await;
     assert_eq!(reply.status, 202, "{}", reply.body);
     wait_until(server, |s| s["last_finished"] != before).await
 }
