@@ -305,12 +305,13 @@ impl Database {
         read().map_err(|source| self.open_error(source))
     }
 
-    /// When the newest stored event was received (Unix seconds).
+    /// When the newest stored webhook was received (Unix seconds); API observations in
+    /// the same log are not deliveries.
     pub fn last_received_at(&self) -> Result<Option<f64>, StoreError> {
         self.conn
             .query_row(
-                "SELECT received_at FROM events ORDER BY id DESC LIMIT 1",
-                [],
+                "SELECT received_at FROM events WHERE event_type != ?1 ORDER BY id DESC LIMIT 1",
+                [OBSERVATION_EVENT_TYPE],
                 |row| row.get(0),
             )
             .optional()
@@ -618,7 +619,7 @@ mod tests {
             db.conn
                 .execute(
                     "INSERT INTO events (id, event_ts, digest, received_at, event_type, stack, name, payload) \
-                     VALUES (?1, ?1, randomblob(32), 0, ?2, '1', 'a', ?3)",
+                     VALUES (?1, ?1, randomblob(32), ?1, ?2, '1', 'a', ?3)",
                     params![id, event_type, payload],
                 )
                 .expect("insert event");
@@ -643,6 +644,11 @@ mod tests {
         assert_eq!((a.expiry, a.observed_ts), (Some(500.0), Some(5.0)));
         assert_eq!(restored.replayed, 3, "the unreadable row is skipped");
         assert_eq!(restored.last_event_id, 4);
+        assert_eq!(
+            db.last_received_at().expect("last received"),
+            Some(3.0),
+            "the newest webhook's arrival (event 3), not an observation's (4)"
+        );
     }
 
     #[test]
