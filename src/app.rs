@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::cloud66::{SyncMetrics, Syncer};
 use crate::config::{AppConfig, WebhookAuth};
 use crate::metrics::Metrics;
+use crate::page::Index;
 use crate::state::State;
 use crate::store::{Database, Store, StoreError};
 
@@ -57,8 +58,9 @@ struct Inner {
     metrics: Metrics,
     /// Cloud66 API reconciliation, when an API token is configured.
     syncer: Option<Arc<Syncer>>,
-    /// The landing page, rendered on first request (it depends only on configuration).
-    index_page: OnceCell<String>,
+    /// The fixed parts of the landing page, rendered on first request (they depend only
+    /// on configuration); the last delivery is filled in per request.
+    index_page: OnceCell<Index>,
 }
 
 impl App {
@@ -96,6 +98,8 @@ impl App {
 
         let metrics = Metrics::new().map_err(StartError::Metrics)?;
         metrics.set_certificates_limit(config.max_certificates);
+        // Storage keeps when the newest event arrived, not what the last delivery was:
+        // the pages say so until the next one.
         if let Some(at) = last_received {
             metrics.set_last_webhook(at);
         }
@@ -166,11 +170,13 @@ impl App {
         self.inner.syncer.as_ref()
     }
 
-    /// The landing page HTML.
-    pub(crate) fn index_page(&self) -> &str {
+    /// The landing page HTML, with the last delivery as of Unix time `now`.
+    pub(crate) fn index_page(&self, now: f64) -> String {
+        let last = self.inner.metrics.last_delivery();
         self.inner
             .index_page
-            .get_or_init(|| crate::page::index(&self.inner.config, self.inner.auth.is_enabled()))
+            .get_or_init(|| Index::new(&self.inner.config, self.inner.auth.is_enabled()))
+            .render(last.as_ref(), now)
     }
 
     /// Commits everything queued and stops the storage writer. Webhooks arriving after

@@ -95,9 +95,12 @@ pub enum Delivery {
         /// fields and values, whatever the key order or white space) share it.
         digest: [u8; 32],
     },
-    /// Any other Cloud66 event: acknowledged and ignored.
+    /// Anything that is not an SSL event (another Cloud66 notification, the test
+    /// button's delivery, an empty body): acknowledged and ignored.
     Other {
-        /// The `event_type` as sent.
+        /// The `event_type` as sent, or `""` when the body named none (no body, no
+        /// `event_type`, or one that is blank or not a string). A `String` rather than
+        /// an `Option` because callers compare it with event type names directly.
         event_type: String,
     },
 }

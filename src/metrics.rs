@@ -1,7 +1,7 @@
 //! The exporter's metrics: its own registry for self-observation, and the text that a
 //! scrape returns (per-certificate families from `exposition`, then the registry).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use once_cell::sync::OnceCell;
 
@@ -61,6 +61,26 @@ impl WebhookResult {
     }
 }
 
+/// The last authenticated, well-formed delivery (accepted, duplicate, ignored or over
+/// the limit), as the landing page and the webhook URL's page show it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastDelivery {
+    /// Unix time it arrived: the value of `last_webhook_timestamp_seconds`.
+    pub at: f64,
+    /// What it was; `None` when only its time is known, after a restart: storage keeps
+    /// when the newest event arrived, not what the last delivery was.
+    pub seen: Option<SeenDelivery>,
+}
+
+/// What a delivery was, for people checking the connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenDelivery {
+    /// The `event_type` it named (cut short by the caller); `None` when it named none.
+    pub event_type: Option<String>,
+    /// How it ended.
+    pub result: WebhookResult,
+}
+
 /// The storage writer's instruments (cheap to clone: they share their values).
 #[derive(Clone)]
 pub struct StorageMetrics {
@@ -81,6 +101,9 @@ pub struct Metrics {
     webhook_children: [OnceCell<IntCounter>; EVENT_TYPES * RESULTS],
     /// Unix time of the last authenticated, well-formed webhook.
     last_webhook: Gauge,
+    /// The same delivery with what it was, for the pages; moves with `last_webhook`.
+    /// A plain mutex: held for a copy, never across `.await`.
+    last_delivery: Mutex<Option<LastDelivery>>,
     /// Number of tracked certificates, set at scrape time.
     certificates: IntGauge,
     /// `--storage.max-certificates`, so alerts can warn before the limit bites.
@@ -155,6 +178,7 @@ impl Metrics {
             webhooks,
             webhook_children: std::array::from_fn(|_| OnceCell::new()),
             last_webhook,
+            last_delivery: Mutex::new(None),
             certificates,
             certificates_limit,
             storage: StorageMetrics {
@@ -207,11 +231,46 @@ impl Metrics {
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
-    /// Records that an authenticated, well-formed webhook arrived at Unix time `now`.
-    pub fn set_last_webhook(&self, now: f64) {
-        if now > self.last_webhook.get() {
-            self.last_webhook.set(now);
+    /// Restores the time of the last delivery (read from storage at start), without
+    /// knowing what it was.
+    pub fn set_last_webhook(&self, at: f64) {
+        self.note_delivery(LastDelivery { at, seen: None });
+    }
+
+    /// Records that an authenticated, well-formed delivery arrived at Unix time `at`,
+    /// naming `event_type` (`None`: it named none) and ending with `result`.
+    pub fn record_delivery(&self, at: f64, event_type: Option<&str>, result: WebhookResult) {
+        let seen = SeenDelivery {
+            event_type: event_type.map(str::to_owned),
+            result,
+        };
+        self.note_delivery(LastDelivery {
+            at,
+            seen: Some(seen),
+        });
+    }
+
+    /// Keeps `delivery` unless a later one is already known: concurrent requests may
+    /// finish out of order, and the restored time must not hide a newer delivery.
+    fn note_delivery(&self, delivery: LastDelivery) {
+        // A panic elsewhere while holding the lock leaves a whole value: keep using it.
+        let mut last = self
+            .last_delivery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.as_ref().is_some_and(|last| last.at > delivery.at) {
+            return;
         }
+        self.last_webhook.set(delivery.at);
+        *last = Some(delivery);
+    }
+
+    /// The last authenticated, well-formed delivery, if any arrived (or was restored).
+    pub fn last_delivery(&self) -> Option<LastDelivery> {
+        self.last_delivery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The body of a scrape: per-certificate families as of Unix time `now`, then the
@@ -287,6 +346,31 @@ mod tests {
             "cloud66_ssl_exporter_webhooks_received_total{event_type=\"other\",result=\"ignored\"} 2"
         ));
         assert!(text.contains("cloud66_ssl_exporter_last_webhook_timestamp_seconds 200"));
+    }
+
+    #[test]
+    fn last_delivery_keeps_the_newest_with_what_it_was() {
+        let metrics = Metrics::new().expect("metrics");
+        assert_eq!(metrics.last_delivery(), None);
+        metrics.set_last_webhook(100.0);
+        assert_eq!(
+            metrics.last_delivery(),
+            Some(LastDelivery {
+                at: 100.0,
+                seen: None
+            })
+        );
+        metrics.record_delivery(300.0, None, WebhookResult::Ignored);
+        metrics.record_delivery(200.0, Some("stack.redeploy.ok"), WebhookResult::Ignored);
+        let expected = LastDelivery {
+            at: 300.0,
+            seen: Some(SeenDelivery {
+                event_type: None,
+                result: WebhookResult::Ignored,
+            }),
+        };
+        assert_eq!(metrics.last_delivery(), Some(expected));
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_last_webhook_timestamp_seconds 300"));
     }
 
     #[test]

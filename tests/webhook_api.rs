@@ -431,3 +431,321 @@ async fn events_that_cannot_be_stored_get_503_and_are_not_counted() {
     assert_eq!(received(&m, FAIL, "unavailable"), 1.0);
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------
+// First contact: Cloud66's test button and the webhook URL opened in a browser.
+
+/// `last_webhook_timestamp_seconds` in a scrape (0 until a delivery arrives).
+fn last_webhook(metrics: &str) -> f64 {
+    sample(
+        metrics,
+        "cloud66_ssl_exporter_last_webhook_timestamp_seconds",
+    )
+    .expect("present")
+}
+
+/// The current Unix time in whole seconds, rounded down.
+fn unix_now() -> f64 {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    elapsed.as_secs() as f64
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_ssl_events_are_ignored_and_counted() {
+    let (_dir, server) = server().await;
+    assert_eq!(last_webhook(&server.metrics().await), 0.0);
+    let sent_after = unix_now();
+    // Cloud66 does not document its test button's body: anything that is not an SSL
+    // event must get a green result.
+    let bodies = [
+        "{}",
+        "",
+        r#"{"event_type":"test"}"#,
+        r#"{"foo":1}"#,
+        r#"{"event_type":3}"#,
+    ];
+    for body in bodies {
+        let reply = server.post_event(body).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (200, json!({"status": "ignored"})),
+            "{body:?}"
+        );
+    }
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "ignored"), bodies.len() as f64);
+    assert_eq!(received(&m, "other", "invalid"), 0.0);
+    assert_eq!(sample(&m, "cloud66_ssl_exporter_certificates"), Some(0.0));
+    assert!(last_webhook(&m) >= sent_after, "{}", last_webhook(&m));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn what_is_or_claims_to_be_an_ssl_event_stays_strict() {
+    let (_dir, server) = server().await;
+    let cases = [
+        (
+            r#"{"ssl_certificate":{"stack_id":1,"name":"x"}}"#,
+            "missing field `event_type`",
+        ),
+        (
+            r#"{"event_type":"ssl_certificate.install.ok"}"#,
+            "missing field `timestamp`",
+        ),
+        (
+            "[1]",
+            "malformed JSON: expected a JSON object at the top level, got an array",
+        ),
+        (
+            r#""x""#,
+            "malformed JSON: expected a JSON object at the top level, got a string",
+        ),
+        ("{not json", "malformed JSON: "),
+    ];
+    for (body, message) in cases {
+        let reply = server.post_event(body).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        let error = reply.json()["error"].as_str().expect("error").to_owned();
+        assert!(error.starts_with(message), "{body}: {error}");
+    }
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "invalid"), 4.0);
+    assert_eq!(received(&m, OK, "invalid"), 1.0);
+    assert_eq!(received(&m, "other", "ignored"), 0.0);
+    assert_eq!(last_webhook(&m), 0.0, "refused bodies are not deliveries");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_test_bodies_are_still_401() {
+    let (_dir, server) = server().await;
+    for path in ["/webhook", "/webhook/wrong-token-0123456789"] {
+        for body in ["{}", ""] {
+            let reply = request(server.addr, "POST", path, &[], body).await;
+            assert_eq!(reply.status, 401, "{path} {body:?}");
+        }
+    }
+    let m = server.metrics().await;
+    assert_eq!(received(&m, "other", "unauthorized"), 4.0);
+    assert_eq!(received(&m, "other", "ignored"), 0.0);
+    assert_eq!(last_webhook(&m), 0.0);
+    server.stop().await;
+}
+
+/// Checks a reply is the webhook URL's ready page, without the token.
+fn assert_ready_page(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 200, "{what}: {}", reply.body);
+    assert!(
+        reply.header("content-type").starts_with("text/html"),
+        "{what}"
+    );
+    assert!(
+        reply
+            .body
+            .contains("This URL is ready: Cloud66 POSTs deliveries here"),
+        "{what}: {}",
+        reply.body
+    );
+    assert!(reply.body.contains(r#"<a href="/">"#), "{what}");
+    assert!(
+        !reply.body.contains(TOKEN),
+        "{what}: the page shows the token"
+    );
+    assert_eq!(reply.header("cache-control"), "no-store", "{what}");
+    assert_eq!(reply.header("referrer-policy"), "no-referrer", "{what}");
+}
+
+#[tokio::test]
+async fn the_webhook_url_opened_with_its_token_says_it_is_ready() {
+    let (_dir, server) = server().await;
+    let bearer = format!("Bearer {TOKEN}");
+    let path = format!("/webhook/{TOKEN}");
+    let query = format!("/webhook?token={TOKEN}");
+    let page = request(server.addr, "GET", &path, &[], "").await;
+    assert_ready_page(&page, "path token");
+    assert!(
+        page.body.contains("No delivery received yet."),
+        "{}",
+        page.body
+    );
+    assert_ready_page(
+        &request(server.addr, "GET", &query, &[], "").await,
+        "query token",
+    );
+    let header = [("authorization", bearer.as_str())];
+    assert_ready_page(
+        &request(server.addr, "GET", "/webhook", &header, "").await,
+        "bearer token",
+    );
+
+    let head = request(server.addr, "HEAD", &path, &[], "").await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert!(head.header("content-type").starts_with("text/html"));
+
+    // After the test button's delivery, the page names it.
+    assert_eq!(server.post_event("").await.status, 200);
+    let page = request(server.addr, "GET", &path, &[], "").await;
+    assert!(
+        page.body.contains("no event type, ignored"),
+        "{}",
+        page.body
+    );
+    server
+        .post_event(r#"{"event_type":"stack.redeploy.ok"}"#)
+        .await;
+    let page = request(server.addr, "GET", &path, &[], "").await;
+    assert!(
+        page.body
+            .contains("event type <code>stack.redeploy.ok</code>, ignored"),
+        "{}",
+        page.body
+    );
+    let m = server.metrics().await;
+    assert_eq!(
+        received(&m, "other", "ignored"),
+        2.0,
+        "GETs are not deliveries"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_webhook_url_without_the_right_token_is_refused() {
+    let (_dir, server) = server().await;
+    for (method, path, headers) in [
+        ("GET", "/webhook/wrong-token-0123456789", &[][..]),
+        ("HEAD", "/webhook/wrong-token-0123456789", &[][..]),
+        ("GET", "/webhook/", &[][..]),
+        ("GET", "/webhook?token=wrong", &[][..]),
+        ("GET", "/webhook", &[("authorization", "Bearer wrong")][..]),
+    ] {
+        let reply = request(server.addr, method, path, headers, "").await;
+        assert_eq!(reply.status, 401, "{method} {path} {headers:?}");
+        assert!(reply.header("www-authenticate").contains("Bearer realm="));
+        assert!(!reply.body.contains("This URL is ready"));
+    }
+    // Offering no token at all is not a check of the URL: that form takes only POSTs.
+    let reply = request(server.addr, "GET", "/webhook", &[], "").await;
+    assert_eq!(
+        (reply.status, reply.header("allow")),
+        (405, "POST".to_owned())
+    );
+    let reply = request(server.addr, "PUT", &format!("/webhook/{TOKEN}"), &[], "{}").await;
+    assert_eq!(
+        (reply.status, reply.header("allow")),
+        (405, "GET, HEAD, POST".to_owned())
+    );
+    let m = server.metrics().await;
+    assert_eq!(
+        received(&m, "other", "unauthorized"),
+        0.0,
+        "opening the URL is not a webhook call"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_authentication_the_plain_webhook_url_says_it_is_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.auth = cloud66_ssl_exporter::config::WebhookAuth::Disabled;
+    })
+    .await;
+    assert_ready_page(
+        &request(server.addr, "GET", "/webhook", &[], "").await,
+        "no auth",
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_landing_page_shows_the_last_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path()).await;
+    let page = request(server.addr, "GET", "/", &[], "").await.body;
+    assert!(page.contains("<h2>Last delivery</h2>"), "{page}");
+    assert!(
+        page.contains("No delivery received yet: configure Cloud66"),
+        "{page}"
+    );
+
+    server.post_event(r#"{"event_type":"test"}"#).await;
+    let page = request(server.addr, "GET", "/", &[], "").await.body;
+    assert!(
+        page.contains("event type <code>test</code>, ignored"),
+        "{page}"
+    );
+    assert!(!page.contains("No delivery received yet"), "{page}");
+    assert!(
+        page.contains("Z</time> ("),
+        "UTC ISO 8601 time and age: {page}"
+    );
+
+    assert_eq!(server.post_event(INSTALL_OK).await.status, 200);
+    let page = request(server.addr, "GET", "/", &[], "").await.body;
+    assert!(
+        page.contains("event type <code>ssl_certificate.install.ok</code>, accepted"),
+        "{page}"
+    );
+    server.stop().await;
+
+    // Storage keeps when the newest event arrived, not what the last delivery was.
+    let server = TestServer::start(dir.path()).await;
+    let page = request(server.addr, "GET", "/", &[], "").await.body;
+    assert!(page.contains("what it was is not known"), "{page}");
+    assert!(last_webhook(&server.metrics().await) > 0.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ignored_deliveries_are_logged_at_info_with_their_sender() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg(format!("--webhook.token={TOKEN}"))
+        .arg("--log.format=logfmt")
+        .arg("--log.level=info")
+        // No reconciliation with the real API from the developer's environment.
+        .env_remove("CLOUD66_API_TOKEN")
+        .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("logs within 30 s")
+            .expect("reads")
+            .expect("still running")
+    };
+    let addr: std::net::SocketAddr = loop {
+        let line = next_line().await;
+        let address = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("address="));
+        if let (true, Some(address)) = (line.contains("message=listening"), address) {
+            break address.trim_matches('"').parse().expect("address");
+        }
+    };
+    let path = format!("/webhook/{TOKEN}");
+    let reply = request(addr, "POST", &path, &[], "{}").await;
+    assert_eq!(reply.status, 200);
+    let line = loop {
+        let line = next_line().await;
+        if line.contains("webhook ignored") {
+            break line;
+        }
+    };
+    assert!(line.contains("level=info"), "{line}");
+    assert!(line.contains("event_type=none"), "{line}");
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(!line.contains(TOKEN), "{line}");
+    child.kill().await.expect("kill");
+}

@@ -2,6 +2,10 @@
 //!
 //! Endpoints:
 //! - `POST /webhook`, `POST /webhook/<token>`: Cloud66 deliveries (JSON answers).
+//! - `GET /webhook/<token>`, and `GET /webhook` with the token in the query or an
+//!   `Authorization` header: a page saying the URL is ready (401 with a wrong token).
+//!   `GET /webhook` offering no token is 405 (`Allow: POST`), unless authentication is
+//!   disabled.
 //! - `GET /metrics` (or `--web.telemetry-path`): Prometheus text exposition.
 //! - `GET /healthz`: the process is alive.
 //! - `GET /readyz`: the database commits a write the size of the largest event, and
@@ -195,9 +199,16 @@ async fn route(
             let token = p["/webhook/".len()..].to_owned();
             Ok(webhook::webhook(app, peer, request, Some(&token)).await)
         }
-        p if p == "/webhook" || p.starts_with("/webhook/") => {
-            Err(HttpError::MethodNotAllowed("POST"))
+        // Without authentication there is no token to offer: the pasted URL is `/webhook`.
+        "/webhook" if get && (webhook::offers_token(&request) || !app.auth().is_enabled()) => {
+            webhook::ready_page(app, peer, &request, None)
         }
+        p if get && p.starts_with("/webhook/") => {
+            webhook::ready_page(app, peer, &request, Some(&p["/webhook/".len()..]))
+        }
+        // A `GET` offering no token is not a URL check; that form only takes POSTs.
+        "/webhook" => Err(HttpError::MethodNotAllowed("POST")),
+        p if p.starts_with("/webhook/") => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
         api::SYNC_API if post => api::sync_now(app, peer, &request),
         api::SYNC_API if get => api::sync_status(app),
         api::SYNC_API => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
@@ -220,7 +231,7 @@ async fn route(
         "/" if get => Ok(response(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            app.index_page().as_bytes().to_vec(),
+            app.index_page(now()).into_bytes(),
         )),
         p if p == app.config().telemetry_path || matches!(p, "/healthz" | "/readyz" | "/") => {
             Err(HttpError::MethodNotAllowed("GET, HEAD"))

@@ -1,4 +1,5 @@
-//! `POST /webhook`: authenticate, read, validate, store, answer, count.
+//! `POST /webhook`: authenticate, read, validate, store, answer, count. And `GET` of
+//! the webhook URL: a page telling a person with the right token that it is ready.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
@@ -6,8 +7,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
-use http::{Request, StatusCode};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, REFERRER_POLICY};
+use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
@@ -17,6 +18,18 @@ use crate::event::{Delivery, EventKind};
 use crate::metrics::{OTHER_EVENT_TYPE, WebhookResult};
 use crate::store::Recorded;
 
+/// Longest event type, in characters, that is logged or shown on the pages: Cloud66's
+/// are about 30, and a sender must not be able to fill the log or the pages.
+const SHOWN_EVENT_TYPE_CHARS: usize = 100;
+
+/// A delivery that was taken (authenticated and well-formed).
+struct Taken {
+    /// How it ended.
+    result: WebhookResult,
+    /// The event type it named, cut to [`SHOWN_EVENT_TYPE_CHARS`]; `None` if none.
+    event_type: Option<String>,
+}
+
 /// Handles a webhook call and counts it under its event type and result.
 pub(super) async fn webhook(
     app: &App,
@@ -25,23 +38,24 @@ pub(super) async fn webhook(
     path_token: Option<&str>,
 ) -> HttpResponse {
     let mut event_type = OTHER_EVENT_TYPE;
-    let outcome = receive(app, request, path_token, &mut event_type).await;
+    let outcome = receive(app, peer, request, path_token, &mut event_type).await;
     let result = match &outcome {
-        Ok(result) => *result,
+        Ok(taken) => taken.result,
         Err(error) => error.webhook_result(),
     };
     app.metrics().count_webhook(event_type, result);
-    if matches!(
-        result,
-        WebhookResult::Accepted
-            | WebhookResult::Duplicate
-            | WebhookResult::Ignored
-            | WebhookResult::OverLimit
-    ) {
-        app.metrics().set_last_webhook(now());
+    // What the pages show as the last delivery: everything that got through
+    // authentication and validation, the test button's delivery included.
+    let named = match &outcome {
+        Ok(taken) => Some(taken.event_type.as_deref()),
+        Err(HttpError::OverLimit(_)) => Some(Some(event_type)),
+        Err(_) => None,
+    };
+    if let Some(named) = named {
+        app.metrics().record_delivery(now(), named, result);
     }
     match outcome {
-        Ok(result) => {
+        Ok(Taken { result, .. }) => {
             let body = match result {
                 WebhookResult::Duplicate => r#"{"status":"duplicate"}"#,
                 WebhookResult::Ignored => r#"{"status":"ignored"}"#,
@@ -65,10 +79,11 @@ pub(super) async fn webhook(
 /// label value as soon as it is known.
 async fn receive(
     app: &App,
+    peer: SocketAddr,
     request: Request<Incoming>,
     path_token: Option<&str>,
     event_type: &mut &'static str,
-) -> Result<WebhookResult, HttpError> {
+) -> Result<Taken, HttpError> {
     if !app
         .auth()
         .allows(path_token, request.uri().query(), request.headers())
@@ -84,8 +99,18 @@ async fn receive(
     })?;
     match delivery {
         Delivery::Other { event_type } => {
-            tracing::debug!(event_type, "webhook ignored: not an SSL event");
-            Ok(WebhookResult::Ignored)
+            let event_type = shown(&event_type);
+            // At info, unlike the debug request log: this is how an operator sees
+            // Cloud66's test button reach the exporter.
+            tracing::info!(
+                %peer,
+                event_type = event_type.as_deref().unwrap_or("none"),
+                "webhook ignored: not an SSL event"
+            );
+            Ok(Taken {
+                result: WebhookResult::Ignored,
+                event_type,
+            })
         }
         Delivery::Ssl { event, digest } => {
             *event_type = event.kind.event_type();
@@ -115,9 +140,67 @@ async fn receive(
                 result = result.as_str(),
                 "webhook received"
             );
-            Ok(result)
+            Ok(Taken {
+                result,
+                event_type: Some(event_type.to_owned()),
+            })
         }
     }
+}
+
+/// An event type as logged and shown: `None` for the `""` that stands for none, and
+/// cut to [`SHOWN_EVENT_TYPE_CHARS`] otherwise.
+fn shown(event_type: &str) -> Option<String> {
+    if event_type.is_empty() {
+        return None;
+    }
+    Some(
+        match event_type.char_indices().nth(SHOWN_EVENT_TYPE_CHARS) {
+            Some((cut, _)) => format!("{}…", &event_type[..cut]),
+            None => event_type.to_owned(),
+        },
+    )
+}
+
+/// Whether a request to `/webhook` offers a token (right or wrong) in its query or an
+/// `Authorization` header: only then is a `GET` of it a check of the URL.
+pub(super) fn offers_token<B>(request: &Request<B>) -> bool {
+    let in_query = request
+        .uri()
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("token=")));
+    in_query || request.headers().contains_key(AUTHORIZATION)
+}
+
+/// `GET` or `HEAD` of the webhook URL, as a person checking it in a browser: 200 with a
+/// page saying it is ready and what arrived last, or 401 without the right token. Not
+/// a delivery, so neither counted nor recorded.
+pub(super) fn ready_page<B>(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<B>,
+    path_token: Option<&str>,
+) -> Result<HttpResponse, HttpError> {
+    if !app
+        .auth()
+        .allows(path_token, request.uri().query(), request.headers())
+    {
+        tracing::warn!(%peer, "webhook URL opened without a valid token");
+        return Err(HttpError::Unauthorized);
+    }
+    let last = app.metrics().last_delivery();
+    let page = crate::page::webhook_ready(last.as_ref(), now());
+    let mut response = response(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        page.into_bytes(),
+    );
+    let headers = response.headers_mut();
+    // The URL holds the token: keep it out of caches, and out of the `Referer` a
+    // click on the page's link would otherwise send.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(response)
 }
 
 /// Reads the whole body within `timeout`. A body that came with the request head (as a

@@ -1,7 +1,8 @@
 //! Parsing and validation of Cloud66 webhook bodies (pure: no I/O).
 //!
-//! Cloud66 posts every notification type to the same URL, so [`parse`] first reads
-//! `event_type` and acknowledges anything that is not one of the three SSL events
+//! Cloud66 posts every notification type to the same URL, and its test button posts a
+//! body it does not document, so [`parse`] first decides whether a body is, or claims
+//! to be, an SSL event, and acknowledges anything else (an empty body included)
 //! without looking further. For SSL events it is strict about the fields the
 //! exporter relies on (`timestamp`, `stack_id`, `name`, the dates) and tolerant of
 //! everything else: unknown fields are ignored, and the known drift between
@@ -40,6 +41,8 @@ const EVENT_TYPE: &str = "event_type";
 const TIMESTAMP: &str = "timestamp";
 /// Path of the object that carries the certificate.
 const SSL_CERTIFICATE: &str = "ssl_certificate";
+/// How every SSL event type starts, tracked or not.
+const SSL_EVENT_TYPE_PREFIX: &str = "ssl_certificate.";
 /// Path of the stack id (the `stack` label).
 const STACK_ID: &str = "ssl_certificate.stack_id";
 /// Path of the certificate name (the `name` label).
@@ -100,9 +103,14 @@ impl std::error::Error for WebhookError {}
 
 /// Parses and validates one webhook body.
 ///
-/// Returns [`Delivery::Other`] for any `event_type` that is not an SSL event, without
-/// validating the rest of the body, and [`Delivery::Ssl`] with the validated event
-/// and the digest of the body's canonical JSON otherwise.
+/// A body claims to be an SSL event when its `event_type` is a string starting with
+/// `ssl_certificate.` or it has an `ssl_certificate` that is not `null`. Such a body
+/// gets every check: it must name its `event_type`, and one of the three tracked
+/// types gives [`Delivery::Ssl`] with the validated event and the digest of the body's
+/// canonical JSON (any other type, `ssl_certificate.*` included, is
+/// [`Delivery::Other`]). Any other JSON object, and an empty or white-space body, is
+/// [`Delivery::Other`] without further validation: that is what Cloud66's test button
+/// and its other notifications send. Invalid JSON and non-object JSON are refused.
 ///
 /// ```
 /// use cloud66_ssl_exporter::event::{Delivery, EventKind};
@@ -120,11 +128,28 @@ impl std::error::Error for WebhookError {}
 /// let other = br#"{"event_type": "stack.redeploy.ok"}"#;
 /// assert!(matches!(parse(other), Ok(Delivery::Other { .. })));
 ///
+/// // What the (undocumented) test button may send: no event type; "" stands for none.
+/// for test in [&b""[..], b" \n", b"{}", br#"{"foo": 1}"#] {
+///     let none = Delivery::Other { event_type: String::new() };
+///     assert_eq!(parse(test), Ok(none));
+/// }
+///
 /// let missing = br#"{"timestamp": 1, "event_type": "ssl_certificate.install.ok",
 ///   "ssl_certificate": {"stack_id": 1}}"#;
 /// assert_eq!(parse(missing), Err(WebhookError::Missing("ssl_certificate.name")));
+///
+/// // A certificate without an event type still claims to be an SSL event.
+/// let untyped = br#"{"ssl_certificate": {"stack_id": 1, "name": "x"}}"#;
+/// assert_eq!(parse(untyped), Err(WebhookError::Missing("event_type")));
+/// assert!(matches!(parse(b"[1]"), Err(WebhookError::Malformed(_))));
 /// ```
 pub fn parse(body: &[u8]) -> Result<Delivery, WebhookError> {
+    // Cloud66 does not document its test delivery; it may have no body at all.
+    if body.iter().all(|byte| JSON_WHITE_SPACE.contains(byte)) {
+        return Ok(Delivery::Other {
+            event_type: String::new(),
+        });
+    }
     let value: Value =
         serde_json::from_slice(body).map_err(|err| WebhookError::Malformed(err.to_string()))?;
     let Value::Object(top) = &value else {
@@ -133,6 +158,11 @@ pub fn parse(body: &[u8]) -> Result<Delivery, WebhookError> {
             type_name(&value)
         )));
     };
+    if !claims_ssl(top) {
+        return Ok(Delivery::Other {
+            event_type: named_event_type(top),
+        });
+    }
     let event_type = match require(top, EVENT_TYPE)? {
         Value::String(event_type) => event_type,
         other => return Err(invalid(EVENT_TYPE, "expected a string", other)),
@@ -147,6 +177,29 @@ pub fn parse(body: &[u8]) -> Result<Delivery, WebhookError> {
         event,
         digest: digest(&value),
     })
+}
+
+/// The bytes JSON allows between tokens (RFC 8259): a body of only these is empty.
+const JSON_WHITE_SPACE: &[u8] = b" \t\n\r";
+
+/// Whether a body is, or says it is, an SSL event, and so gets every strict check: its
+/// `event_type` names one, or it carries an `ssl_certificate` (a certificate payload
+/// that lost its event type is a broken SSL event, to be refused, not a test to ignore).
+fn claims_ssl(top: &Map<String, Value>) -> bool {
+    let ssl_type = matches!(
+        top.get(key(EVENT_TYPE)),
+        Some(Value::String(event_type)) if event_type.starts_with(SSL_EVENT_TYPE_PREFIX)
+    );
+    ssl_type || optional(top, SSL_CERTIFICATE).is_some()
+}
+
+/// The `event_type` of a body that is not an SSL event, as sent; `""` when it names
+/// none (absent, `null`, blank, or not a string).
+fn named_event_type(top: &Map<String, Value>) -> String {
+    match top.get(key(EVENT_TYPE)) {
+        Some(Value::String(event_type)) if !event_type.trim().is_empty() => event_type.clone(),
+        _ => String::new(),
+    }
 }
 
 /// Validates the body of one of the three SSL events.

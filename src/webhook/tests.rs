@@ -301,6 +301,87 @@ fn unknown_event_type_is_other_without_validation() {
     assert_eq!(parse(body), Ok(expected));
 }
 
+/// The `Other` delivery naming `event_type` (`""` for none).
+fn other(event_type: &str) -> Result<Delivery, WebhookError> {
+    Ok(Delivery::Other {
+        event_type: event_type.to_owned(),
+    })
+}
+
+#[test]
+fn empty_and_white_space_bodies_are_other_without_an_event_type() {
+    for body in ["", " ", "\n", " \t\r\n "] {
+        assert_eq!(parse(body.as_bytes()), other(""), "{body:?}");
+    }
+}
+
+#[test]
+fn objects_that_are_not_ssl_events_are_other() {
+    let cases = [
+        ("{}", ""),
+        (r#"{"foo": 1}"#, ""),
+        (r#"{"event_type": null}"#, ""),
+        (r#"{"event_type": "  "}"#, ""),
+        (r#"{"event_type": 3}"#, ""),
+        (r#"{"event_type": ["ssl_certificate.install.ok"]}"#, ""),
+        (r#"{"event_type": "test"}"#, "test"),
+        (r#"{"ssl_certificate": null, "timestamp": "garbage"}"#, ""),
+        // The prefix is case-sensitive, as Cloud66's event types are.
+        (
+            r#"{"event_type": "SSL_CERTIFICATE.install.ok"}"#,
+            "SSL_CERTIFICATE.install.ok",
+        ),
+    ];
+    for (body, event_type) in cases {
+        assert_eq!(parse(body.as_bytes()), other(event_type), "{body}");
+    }
+}
+
+#[test]
+fn a_certificate_without_an_event_type_is_still_an_ssl_event() {
+    for (body, message) in [
+        (
+            r#"{"ssl_certificate": {"stack_id": 1, "name": "x"}}"#,
+            "missing field `event_type`",
+        ),
+        (r#"{"ssl_certificate": 5}"#, "missing field `event_type`"),
+        (
+            r#"{"ssl_certificate": {}, "event_type": 3}"#,
+            "invalid field `event_type`: expected a string, got 3",
+        ),
+        (
+            r#"{"ssl_certificate": {}, "event_type": ""}"#,
+            "missing field `event_type`",
+        ),
+    ] {
+        assert_eq!(rejection(body), message, "{body}");
+    }
+}
+
+#[test]
+fn a_tracked_ssl_event_type_alone_is_still_strict() {
+    assert_eq!(
+        rejection(r#"{"event_type": "ssl_certificate.install.ok"}"#),
+        "missing field `timestamp`"
+    );
+    assert_eq!(
+        rejection(r#"{"event_type": "ssl_certificate.expire.soon", "timestamp": 1}"#),
+        "missing field `ssl_certificate`"
+    );
+}
+
+#[test]
+fn untracked_ssl_event_types_stay_other() {
+    // As before: an `ssl_certificate.*` type we do not track is acknowledged, with or
+    // without a certificate, because the exporter has nothing to update from it.
+    for body in [
+        r#"{"event_type": "ssl_certificate.renewed"}"#,
+        r#"{"event_type": "ssl_certificate.renewed", "ssl_certificate": {"name": 5}}"#,
+    ] {
+        assert_eq!(parse(body.as_bytes()), other("ssl_certificate.renewed"));
+    }
+}
+
 #[test]
 fn rejects_malformed_json() {
     assert_eq!(
@@ -311,6 +392,17 @@ fn rejects_malformed_json() {
         rejection("[1, 2]"),
         "malformed JSON: expected a JSON object at the top level, got an array"
     );
+    assert_eq!(
+        rejection(r#""x""#),
+        "malformed JSON: expected a JSON object at the top level, got a string"
+    );
+    assert_eq!(
+        rejection("null"),
+        "malformed JSON: expected a JSON object at the top level, got null"
+    );
+    assert!(rejection("{not json").starts_with("malformed JSON: key must be a string"));
+    // White space around anything else is not an empty body.
+    assert!(rejection(" x ").starts_with("malformed JSON: expected value"));
 }
 
 #[test]
