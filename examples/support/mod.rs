@@ -1,11 +1,12 @@
-//! What the load examples (`crash_loop`, `soak`) share: the release binary as a child
+//! What the load examples (`crash_loop`, `soak`, `sync_bench`) share: the release binary as a child
 //! process on a loopback port, a one-request-per-connection HTTP client, and a little
 //! randomness. Not an example itself: Cargo only builds `examples/*.rs` and
 //! `examples/*/main.rs`.
 #![allow(dead_code)] // each example uses a different part of this module
 
+use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// How long one request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the exporter may take to listen (and, see [`Exporter::start_with`], to be
+/// ready).
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The exporter binary running as a child process on 127.0.0.1.
 pub struct Exporter {
     /// The process; killed if dropped, so nothing outlives the driver.
@@ -38,13 +43,31 @@ impl Exporter {
     /// Starts `binary` on 127.0.0.1:0 with storage in `storage`, without webhook
     /// authentication, and waits (at most 30 s) until it logs its address.
     pub async fn start(binary: &Path, storage: &Path) -> Result<Exporter, Error> {
-        let mut child = Command::new(binary)
+        Self::start_with(binary, storage, &[]).await
+    }
+
+    /// [`Exporter::start`] with `extra` arguments after the usual ones (e.g. the
+    /// `--cloud66.*` flags). If they set `--log.level`, the exporter does not log its
+    /// address: it is read from `/proc` instead (its listening TCP socket), and the
+    /// exporter is ready once `/readyz` answers 200 (at most 30 s in all).
+    pub async fn start_with(
+        binary: &Path,
+        storage: &Path,
+        extra: &[String],
+    ) -> Result<Exporter, Error> {
+        let own_level = extra.iter().any(|arg| arg.starts_with("--log.level"));
+        let mut command = Command::new(binary);
+        command
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--storage.path={}", storage.display()))
             .arg("--webhook.insecure-no-auth")
-            .arg("--log.format=logfmt")
+            .arg("--log.format=logfmt");
+        if !own_level {
             // `info`: the address is only logged at that level.
-            .arg("--log.level=info")
+            command.arg("--log.level=info");
+        }
+        let mut child = command
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -54,28 +77,42 @@ impl Exporter {
         let pid = child.id().ok_or("the exporter exited at once")?;
         let stderr = child.stderr.take().ok_or("stderr is not piped")?;
         let mut lines = BufReader::new(stderr).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if line.contains("message=listening") {
-                    return listening_address(&line);
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        let addr = if own_level {
+            drain_errors(lines);
+            tokio::time::timeout_at(deadline, listening_socket_of(&mut child, pid))
+                .await
+                .map_err(|_| "the exporter did not listen within 30 s")??
+        } else {
+            let addr = tokio::time::timeout_at(deadline, async {
+                while let Some(line) = lines.next_line().await? {
+                    if line.contains("message=listening") {
+                        return listening_address(&line);
+                    }
+                    // Warnings (authentication disabled) are expected; show anything worse.
+                    if line.contains("level=error") {
+                        eprintln!("exporter: {line}");
+                    }
                 }
-                // Warnings (authentication disabled) are expected; show anything worse.
-                if line.contains("level=error") {
-                    eprintln!("exporter: {line}");
+                Err::<SocketAddr, Error>("the exporter exited before listening".into())
+            })
+            .await
+            .map_err(|_| "the exporter did not listen within 30 s")??;
+            drain_errors(lines);
+            addr
+        };
+        if own_level {
+            tokio::time::timeout_at(deadline, async {
+                loop {
+                    if let Ok((200, _)) = request(addr, "GET", "/readyz", Vec::new()).await {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-            }
-            Err::<SocketAddr, Error>("the exporter exited before listening".into())
-        })
-        .await
-        .map_err(|_| "the exporter did not listen within 30 s")??;
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("level=error") {
-                    eprintln!("exporter: {line}");
-                }
-            }
-        });
+            })
+            .await
+            .map_err(|_| "the exporter was not ready within 30 s")?;
+        }
         Ok(Exporter { child, pid, addr })
     }
 
@@ -101,6 +138,61 @@ impl Exporter {
         }
         Ok(())
     }
+}
+
+/// Keeps draining the exporter's stderr so that it never blocks on a full pipe, showing
+/// errors.
+fn drain_errors(mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>) {
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("level=error") {
+                eprintln!("exporter: {line}");
+            }
+        }
+    });
+}
+
+/// Waits until process `pid` (the `child`) has a listening TCP socket, and returns its
+/// address; fails if the process exits first. Run under a deadline.
+async fn listening_socket_of(child: &mut Child, pid: u32) -> Result<SocketAddr, Error> {
+    loop {
+        if let Some(addr) = listening_socket(pid) {
+            return Ok(addr);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("the exporter exited before listening ({status})").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The address of the first listening IPv4 TCP socket that process `pid` holds, from
+/// its file descriptors (`socket:[inode]`) and `/proc/<pid>/net/tcp`.
+fn listening_socket(pid: u32) -> Option<SocketAddr> {
+    let proc = Path::new("/proc").join(pid.to_string());
+    let inodes: HashSet<String> = std::fs::read_dir(proc.join("fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string(proc.join("net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 10 || fields[3] != "0A" || !inodes.contains(fields[9]) {
+            return None;
+        }
+        let (ip, port) = fields[1].split_once(':')?;
+        // The address is printed as the kernel's 32-bit word in host byte order.
+        let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddr::from((ip, port)))
+    })
 }
 
 /// The `address=` field of the `listening` log line.
