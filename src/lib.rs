@@ -37,7 +37,7 @@ mod store;
 
 pub use app::{App, StartError};
 pub use server::run;
-pub use store::DB_FILE;
+pub use store::{DB_FILE, LOCK_FILE};
 
 /// The git revision this binary was built from (`unknown` outside a git checkout).
 pub const GIT_REVISION: &str = match option_env!("GIT_REVISION") {

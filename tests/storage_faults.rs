@@ -172,3 +172,45 @@ async fn a_database_from_a_newer_version_is_refused() {
     assert!(error.contains(&db.display().to_string()), "{error}");
     assert!(error.contains("schema version 99"), "{error}");
 }
+
+#[tokio::test]
+async fn a_second_exporter_on_the_same_store_exits_naming_the_directory_and_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let first_pid = first.child.id().expect("first runs");
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--storage.path={}", dir.path().display()))
+        .arg("--webhook.insecure-no-auth")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let second = tokio::time::timeout(std::time::Duration::from_secs(30), second)
+        .await
+        .expect("the second exporter exits at once")
+        .expect("it runs");
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("level=error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one line: {stderr}");
+    assert!(
+        errors[0].contains(&format!(
+            "cannot lock storage directory {}",
+            dir.path().display()
+        )) && errors[0].contains(&format!("PID {first_pid}")),
+        "{stderr}"
+    );
+    // The first keeps serving; once it is gone the store is free again.
+    let reply = request(first.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(reply.status, 200);
+    first.kill().await;
+    let again = Exporter::spawn(dir.path(), &["--webhook.insecure-no-auth"]).await;
+    let reply = request(again.addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(
+        reply.status, 200,
+        "a lock dies with its process, even after kill -9"
+    );
+    again.kill().await;
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::StoreError;
+use super::lock::StoreLock;
 use crate::cloud66::{IdSource, StackRecord};
 use crate::event::{CertInfo, Delivery, OBSERVATION_EVENT_TYPE, Observation, SslEvent};
 use crate::state::{CertKey, Certificate};
@@ -178,15 +179,19 @@ pub struct Restored {
 pub struct Database {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
+    /// The storage directory's lock, held while the database is open.
+    _lock: StoreLock,
 }
 
 impl Database {
-    /// Opens (creating if needed) the database in `dir`.
+    /// Opens (creating if needed) the database in `dir`, after taking the directory's
+    /// lock: one exporter per store.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
+        let lock = StoreLock::take(dir)?;
         let path = dir.join(DB_FILE);
         let open_err = |source| StoreError::Open {
             path: path.clone(),
@@ -202,7 +207,11 @@ impl Database {
         conn.pragma_update(None, "cache_size", -CACHE_KIB)
             .map_err(open_err)?;
         migrate(&mut conn, &path)?;
-        Ok(Database { conn, path })
+        Ok(Database {
+            conn,
+            path,
+            _lock: lock,
+        })
     }
 
     /// The database file.

@@ -11,6 +11,7 @@
 
 mod checkpointer;
 mod database;
+mod lock;
 mod writer;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use database::{DB_FILE, Database};
+pub use lock::LOCK_FILE;
 
 use crate::cloud66::StackRecord;
 use crate::event::{Observation, SslEvent};
@@ -50,6 +52,13 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// Another exporter holds the storage directory.
+    Lock {
+        /// The storage directory.
+        dir: PathBuf,
+        /// Who holds it, or why it could not be locked.
+        reason: String,
+    },
     /// The database was written by a newer, incompatible version.
     Incompatible {
         /// The database file.
@@ -75,6 +84,9 @@ impl fmt::Display for StoreError {
             }
             StoreError::Open { path, source } => {
                 write!(f, "cannot open database {}: {source}", path.display())
+            }
+            StoreError::Lock { dir, reason } => {
+                write!(f, "cannot lock storage directory {}: {reason}", dir.display())
             }
             StoreError::Incompatible { path, found } => write!(
                 f,
