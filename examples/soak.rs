@@ -426,38 +426,6 @@ struct SyncLog {
     problems: Vec<String>,
 }
 
-async fn sync_status(addr: std::net::SocketAddr) -> Result<Value, Error> {
-    match request(addr, "GET", "/api/v1/sync", Vec::new()).await? {
-        (200, body) => Ok(serde_json::from_slice(&body)?),
-        (code, body) => Err(format!(
-            "GET /api/v1/sync answered {code}: {}",
-            String::from_utf8_lossy(&body)
-        )
-        .into()),
-    }
-}
-
-/// Waits (at most `deadline`) until no sync runs and the last one ended after the one
-/// that had ended at `before` (null: none had).
-async fn sync_ended(
-    addr: std::net::SocketAddr,
-    before: &Value,
-    deadline: Duration,
-) -> Result<Value, Error> {
-    let until = Instant::now() + deadline;
-    loop {
-        let status = sync_status(addr).await?;
-        let finished = &status["last_finished"];
-        if status["running"] == false && !finished.is_null() && finished != before {
-            return Ok(status);
-        }
-        if Instant::now() >= until {
-            return Err(format!("no sync ended within {} s", deadline.as_secs()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Records the sync at start, then until `end` changes the fake and asks for a sync
 /// every `fleet.sync_every`, waiting for each to end (at most that long).
 async fn drive_syncs(
@@ -485,7 +453,7 @@ async fn drive_syncs(
     };
     // The sync at start also looks up each stack's actions.
     let first = fleet.latency * 2 * u32::try_from(fleet.stacks).unwrap_or(u32::MAX);
-    match sync_ended(addr, &Value::Null, first + Duration::from_secs(60)).await {
+    match support::sync_ended(addr, &Value::Null, first + Duration::from_secs(60)).await {
         Ok(status) => record(&mut log, &status),
         Err(e) => log.problems.push(format!("the sync at start: {e}")),
     }
@@ -497,7 +465,7 @@ async fn drive_syncs(
         tokio::time::sleep_until(at.into()).await;
         change_fake(&fake, fleet, k);
         let asked = async {
-            let before = sync_status(addr).await?["last_finished"].clone();
+            let before = support::sync_status(addr).await?["last_finished"].clone();
             match request(addr, "POST", "/api/v1/sync", Vec::new()).await? {
                 (202, _) => {}
                 (code, body) => {
@@ -505,7 +473,7 @@ async fn drive_syncs(
                     return Err::<Value, Error>(format!("POST answered {code}: {body}").into());
                 }
             }
-            sync_ended(addr, &before, fleet.sync_every).await
+            support::sync_ended(addr, &before, fleet.sync_every).await
         };
         match asked.await {
             Ok(status) => record(&mut log, &status),

@@ -373,39 +373,6 @@ impl Sync {
     }
 }
 
-async fn status(addr: std::net::SocketAddr) -> Result<Value, Error> {
-    let (code, body) = request(addr, "GET", "/api/v1/sync", Vec::new()).await?;
-    if code != 200 {
-        return Err(format!(
-            "GET /api/v1/sync answered {code}: {}",
-            String::from_utf8_lossy(&body)
-        )
-        .into());
-    }
-    Ok(serde_json::from_slice(&body)?)
-}
-
-/// Waits until no sync runs and one finished after `before` (the `last_finished` seen
-/// before it started; null for the sync at start). At most `deadline`.
-async fn wait_sync(
-    addr: std::net::SocketAddr,
-    before: &Value,
-    deadline: Duration,
-) -> Result<Value, Error> {
-    let until = Instant::now() + deadline;
-    loop {
-        let status = status(addr).await?;
-        let finished = &status["last_finished"];
-        if status["running"] == false && !finished.is_null() && finished != before {
-            return Ok(status);
-        }
-        if Instant::now() >= until {
-            return Err(format!("no sync ended within {} s: {status}", deadline.as_secs()).into());
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-    }
-}
-
 /// `POST /api/v1/sync`; `Ok(false)` when one runs already (409).
 async fn post_sync(addr: std::net::SocketAddr) -> Result<bool, Error> {
     let (code, body) = request(addr, "POST", "/api/v1/sync", Vec::new()).await?;
@@ -459,7 +426,7 @@ async fn measure(
     expected: Requests,
     latency: Duration,
 ) -> Result<Measured, Error> {
-    let status = wait_sync(
+    let status = support::sync_ended(
         exporter.addr,
         before.0,
         sync_deadline(expected.total(), latency),
@@ -519,7 +486,7 @@ async fn sync_figures(args: &Args, work: &Path, latency_ms: u64) -> Result<SyncF
         .await?,
     );
     for repeat in 1..=args.repeats {
-        let before = status(exporter.addr).await?["last_finished"].clone();
+        let before = support::sync_status(exporter.addr).await?["last_finished"].clone();
         let counter = counted(exporter.addr).await?;
         if !post_sync(exporter.addr).await? {
             return Err("a sync was running when none should".into());
@@ -710,7 +677,7 @@ async fn sync_loop(
     };
     let per_sync = expected(&args, false).total();
     while !stop.load(Ordering::Acquire) {
-        let status = status(addr).await?;
+        let status = support::sync_status(addr).await?;
         if mode == Mode::Without || looped.budget_stop {
             if let Some(started) = started.take() {
                 let _ = started.send(());
@@ -740,7 +707,7 @@ async fn sync_loop(
         if let Some(started) = started.take() {
             let _ = started.send(());
         }
-        let done = wait_sync(addr, &before, sync_deadline(per_sync, latency)).await?;
+        let done = support::sync_ended(addr, &before, sync_deadline(per_sync, latency)).await?;
         looped.syncs.push(Sync::of(&done));
     }
     if let Some(started) = started.take() {
@@ -777,7 +744,7 @@ async fn ingest(args: Arc<Args>, work: &Path, lua: &Path) -> Result<Ingest, Erro
     for round in 0..args.rounds {
         let exporter = Exporter::start_with(&args.binary, &storage, &flags).await?;
         let deadline = sync_deadline(expected(&args, true).total(), latency);
-        let start = Sync::of(&wait_sync(exporter.addr, &Value::Null, deadline).await?);
+        let start = Sync::of(&support::sync_ended(exporter.addr, &Value::Null, deadline).await?);
         log(format!(
             "round {}: exporter pid {} on {}; its start-up sync: {} requests, {:.2} s, {}",
             round + 1,

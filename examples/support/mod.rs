@@ -239,3 +239,36 @@ pub fn random_u64() -> u64 {
 pub fn random_in(range: std::ops::Range<u64>) -> u64 {
     range.start + random_u64() % (range.end - range.start)
 }
+
+/// `GET /api/v1/sync`: the exporter's Cloud66 API sync status.
+pub async fn sync_status(addr: SocketAddr) -> Result<serde_json::Value, Error> {
+    match request(addr, "GET", "/api/v1/sync", Vec::new()).await? {
+        (200, body) => Ok(serde_json::from_slice(&body)?),
+        (code, body) => Err(format!(
+            "GET /api/v1/sync answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into()),
+    }
+}
+
+/// Waits (at most `deadline`, polling every 100 ms) until no sync runs and the last one
+/// ended after the one that had ended at `before` (null: none had).
+pub async fn sync_ended(
+    addr: SocketAddr,
+    before: &serde_json::Value,
+    deadline: Duration,
+) -> Result<serde_json::Value, Error> {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let status = sync_status(addr).await?;
+        let finished = &status["last_finished"];
+        if status["running"] == false && !finished.is_null() && finished != before {
+            return Ok(status);
+        }
+        if std::time::Instant::now() >= until {
+            return Err(format!("no sync ended within {} s: {status}", deadline.as_secs()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
