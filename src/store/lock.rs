@@ -77,8 +77,14 @@ mod tests {
         let first = StoreLock::take(dir.path()).expect("first");
         let error = StoreLock::take(dir.path()).expect_err("second");
         let message = error.to_string();
-        assert!(message.contains(&dir.path().display().to_string()), "{message}");
-        assert!(message.contains(&format!("PID {}", std::process::id())), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("PID {}", std::process::id())),
+            "{message}"
+        );
         drop(first);
         StoreLock::take(dir.path()).expect("free again once the first is dropped");
     }

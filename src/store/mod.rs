@@ -86,7 +86,11 @@ impl fmt::Display for StoreError {
                 write!(f, "cannot open database {}: {source}", path.display())
             }
             StoreError::Lock { dir, reason } => {
-                write!(f, "cannot lock storage directory {}: {reason}", dir.display())
+                write!(
+                    f,
+                    "cannot lock storage directory {}: {reason}",
+                    dir.display()
+                )
             }
             StoreError::Incompatible { path, found } => write!(
                 f,
