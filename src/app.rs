@@ -58,6 +58,8 @@ struct Inner {
     metrics: Metrics,
     /// Cloud66 API reconciliation, when an API token is configured.
     syncer: Option<Arc<Syncer>>,
+    /// Unix time the application was opened: the start time the status API shows.
+    started_at: f64,
     /// The fixed parts of the landing page, rendered on first request (they depend only
     /// on configuration); the last delivery is filled in per request.
     index_page: OnceCell<Index>,
@@ -66,6 +68,7 @@ struct Inner {
 impl App {
     /// Opens storage, restores state and counters, and starts the storage writer.
     pub async fn open(config: AppConfig) -> Result<App, StartError> {
+        let started_at = crate::now();
         let storage_path = config.storage_path.clone();
         let auth = config.auth.clone();
         let restored = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -130,6 +133,7 @@ impl App {
                 state,
                 metrics,
                 syncer,
+                started_at,
                 index_page: OnceCell::new(),
             }),
         })
@@ -168,6 +172,11 @@ impl App {
     /// Cloud66 API reconciliation, when configured.
     pub(crate) fn syncer(&self) -> Option<&Arc<Syncer>> {
         self.inner.syncer.as_ref()
+    }
+
+    /// Unix time the application was opened.
+    pub(crate) fn started_at(&self) -> f64 {
+        self.inner.started_at
     }
 
     /// The landing page HTML, with the last delivery as of Unix time `now`.

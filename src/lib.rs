@@ -4,7 +4,8 @@
 //! Modules, one concern each:
 //! - [`config`]: flags and environment, validated into settings.
 //! - [`webhook`]: parsing and validation of delivery bodies into [`event`] types (pure).
-//! - [`state`]: what the newest events say about each certificate.
+//! - [`state`]: what the newest events say about each certificate; [`view`]: what the
+//!   JSON API shows of it (state, days left, filters, sort), computed at request time.
 //! - `store`: the embedded database and its group-committing writer thread.
 //! - [`metrics`]: the self-metrics registry and the scrape body; `exposition` writes
 //!   the per-certificate families, `parallel` splits that work over two cores.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod signal;
 pub mod state;
 pub mod tls;
+pub mod view;
 pub mod webhook;
 
 mod app;

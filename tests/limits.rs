@@ -82,10 +82,10 @@ async fn delete_forgets_a_certificate_durably_and_needs_the_token() {
     let path = format!("/api/v1/certificates/9/{encoded}");
     let unauthorized = request(server.addr, "DELETE", &path, &[], "").await;
     assert_eq!(unauthorized.status, 401);
-    let wrong_method = request(server.addr, "GET", &path, &[], "").await;
+    let wrong_method = request(server.addr, "PUT", &path, &[], "").await;
     assert_eq!(
         (wrong_method.status, wrong_method.header("allow")),
-        (405, "DELETE".to_owned())
+        (405, "GET, HEAD, DELETE".to_owned())
     );
 
     let bearer = format!("Bearer {TOKEN}");

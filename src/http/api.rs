@@ -91,17 +91,7 @@ pub(super) async fn forget(
     rest: &str,
 ) -> Result<HttpResponse, HttpError> {
     authorize(app, peer, request, "certificate deletion")?;
-    let (stack, name) = rest.split_once('/').ok_or(HttpError::NotFound)?;
-    let decode = |part: &str| {
-        percent_decode_str(part)
-            .decode_utf8()
-            .map(|text| text.into_owned())
-            .map_err(|_| HttpError::BadRequest(format!("{part:?} is not percent-encoded UTF-8")))
-    };
-    let (stack, name) = (decode(stack)?, decode(name)?);
-    if stack.is_empty() || name.is_empty() {
-        return Err(HttpError::NotFound);
-    }
+    let (stack, name) = certificate_path(rest)?;
     let forgotten = app
         .store()
         .forget(stack.clone(), name.clone())
@@ -117,6 +107,25 @@ pub(super) async fn forget(
         }
         Forgotten::Unknown => Err(HttpError::NotFound),
     }
+}
+
+/// The (stack, name) of `rest`, the path after [`CERTIFICATES_API`]: `<stack>/<name>`,
+/// each percent-encoded (the name may hold `%2F`, or a bare `/` after the first).
+pub(super) fn certificate_path(rest: &str) -> Result<(String, String), HttpError> {
+    let (stack, name) = rest.split_once('/').ok_or(HttpError::NotFound)?;
+    let (stack, name) = (percent_decode(stack)?, percent_decode(name)?);
+    if stack.is_empty() || name.is_empty() {
+        return Err(HttpError::NotFound);
+    }
+    Ok((stack, name))
+}
+
+/// `part` percent-decoded, which must give UTF-8.
+pub(super) fn percent_decode(part: &str) -> Result<String, HttpError> {
+    percent_decode_str(part)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| HttpError::BadRequest(format!("{part:?} is not percent-encoded UTF-8")))
 }
 
 pub(super) async fn readyz(app: &App) -> Result<HttpResponse, HttpError> {

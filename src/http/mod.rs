@@ -11,8 +11,14 @@
 //! - `GET /readyz`: the database commits a write the size of the largest event, and
 //!   the disk has room for more.
 //! - `GET /`: a small page saying what this is and how to configure Cloud66.
+//! - `GET /api/v1/certificates`: the certificates as JSON, filtered (`stack`, `state`,
+//!   `q`), sorted by time left, paged (`limit`, `offset`); no token needed.
+//! - `GET /api/v1/certificates/<stack>/<name>`: one certificate and its newest events
+//!   (`history`, default 50); no token needed.
 //! - `DELETE /api/v1/certificates/<stack>/<name>`: forget a decommissioned certificate
 //!   and its series (token required; `<name>` percent-encoded).
+//! - `GET /api/v1/status`: version, revision, start time, certificates, last webhook,
+//!   storage readiness and the sync status.
 //! - `POST /api/v1/sync`: start a Cloud66 API sync now (token required; 202, or 409
 //!   while one runs); `GET /api/v1/sync`: the sync status as JSON. Both 404 without an
 //!   API token.
@@ -21,6 +27,7 @@
 //! ([`HttpError::into_response`]).
 
 mod api;
+mod certificates;
 mod scrape;
 mod webhook;
 
@@ -212,13 +219,20 @@ async fn route(
         api::SYNC_API if post => api::sync_now(app, peer, &request),
         api::SYNC_API if get => api::sync_status(app),
         api::SYNC_API => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
+        certificates::LIST if get => certificates::list(app, request.uri().query()),
+        certificates::LIST => Err(HttpError::MethodNotAllowed("GET, HEAD")),
         p if p.starts_with(api::CERTIFICATES_API) => {
-            if *request.method() != Method::DELETE {
-                return Err(HttpError::MethodNotAllowed("DELETE"));
+            let rest = &p[api::CERTIFICATES_API.len()..];
+            if get {
+                certificates::detail(app, rest, request.uri().query()).await
+            } else if *request.method() == Method::DELETE {
+                api::forget(app, peer, &request, rest).await
+            } else {
+                Err(HttpError::MethodNotAllowed("GET, HEAD, DELETE"))
             }
-            let rest = p[api::CERTIFICATES_API.len()..].to_owned();
-            api::forget(app, peer, &request, &rest).await
         }
+        certificates::STATUS if get => certificates::status(app).await,
+        certificates::STATUS => Err(HttpError::MethodNotAllowed("GET, HEAD")),
         p if p == app.config().telemetry_path && get => {
             scrape::metrics(app, scrape::accepts_gzip(request.headers())).await
         }

@@ -126,7 +126,7 @@ macro_rules! cert_columns {
 const SAVED_EVENT_ID: usize = 18;
 
 /// A stored event, parsed again for a replay.
-enum Stored {
+pub(super) enum Stored {
     /// A webhook delivery.
     Webhook(SslEvent),
     /// An API observation.
@@ -135,7 +135,7 @@ enum Stored {
 
 impl Stored {
     /// The stored `payload` of an event of `event_type`; `None` if it no longer parses.
-    fn parse(event_type: &str, payload: &str) -> Option<Stored> {
+    pub(super) fn parse(event_type: &str, payload: &str) -> Option<Stored> {
         if event_type == OBSERVATION_EVENT_TYPE {
             return serde_json::from_str(payload).ok().map(Stored::Observation);
         }
@@ -154,7 +154,7 @@ impl Stored {
     }
 
     /// Applies it, as the writer did when it stored it.
-    fn apply_to(&self, cert: &mut Certificate) {
+    pub(super) fn apply_to(&self, cert: &mut Certificate) {
         match self {
             Stored::Webhook(event) => cert.apply(event),
             Stored::Observation(seen) => cert.observe(seen),

@@ -7,10 +7,12 @@
 //! always means "on disk". A second thread (`checkpointer`) copies the committed log
 //! pages into the database file between commits, on its own connection, so that no
 //! commit waits for that copy. The raw payload of every accepted event is kept in
-//! `events`; `database` describes the schema and how the state is restored at start-up.
+//! `events`; `database` describes the schema and how the state is restored at start-up,
+//! `history` how one certificate's events are read back, beside the writer.
 
 mod checkpointer;
 mod database;
+mod history;
 mod lock;
 mod writer;
 
@@ -23,6 +25,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use database::{DB_FILE, Database};
+pub use history::History;
 pub use lock::LOCK_FILE;
 
 use crate::cloud66::StackRecord;
@@ -68,6 +71,8 @@ pub enum StoreError {
     },
     /// A write could not be committed.
     Write(String),
+    /// A read beside the writer (the event history) failed.
+    Read(String),
     /// The writer has stopped (the exporter is shutting down).
     Closed,
 }
@@ -99,6 +104,7 @@ impl fmt::Display for StoreError {
                 database::SCHEMA_VERSION
             ),
             StoreError::Write(reason) => write!(f, "cannot commit to storage: {reason}"),
+            StoreError::Read(reason) => write!(f, "cannot read storage: {reason}"),
             StoreError::Closed => f.write_str("storage is closed"),
         }
     }
@@ -221,6 +227,8 @@ pub struct Store {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     /// The writer thread, joined on close.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The database file, which readers beside the writer open on their own.
+    path: PathBuf,
 }
 
 impl Store {
@@ -238,6 +246,7 @@ impl Store {
         replayed: Vec<(CertKey, i64)>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let path = db.path().to_owned();
         let checkpointer = Checkpointer::start(&mut db)?;
         let writer = Writer::new(
             db,
@@ -254,6 +263,7 @@ impl Store {
         Ok(Store {
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(writer)),
+            path,
         })
     }
 
@@ -312,6 +322,21 @@ impl Store {
             reply,
         })
         .await?
+    }
+
+    /// The newest `limit` stored events of a certificate, newest first, read on a
+    /// read-only connection of their own: the writer never waits for this.
+    pub async fn history(
+        &self,
+        stack: String,
+        name: String,
+        limit: usize,
+    ) -> Result<History, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || history::read(&path, &stack, &name, limit))
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?
+            .map_err(|e| StoreError::Read(e.to_string()))
     }
 
     async fn submit<T>(
