@@ -1188,6 +1188,10 @@ async fn the_api_token_is_in_no_log_line() {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
+            // Never the developer's real Cloud66 API token: only what the caller passes.
+            .env_remove("CLOUD66_API_TOKEN")
+            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
+            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE")
             .kill_on_drop(true)
             .spawn()
             .expect("exporter starts");

@@ -71,6 +71,10 @@ impl Exporter {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Never the developer's real Cloud66 API token: only what the caller passes.
+            .env_remove("CLOUD66_API_TOKEN")
+            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
+            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE")
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
