@@ -365,3 +365,85 @@ async fn delete_still_needs_the_token_and_the_api_then_forgets() {
     assert_eq!(list["total"], 6);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_known_only_from_the_api_is_listed_with_its_stack_name() {
+    use common::fake_cloud66::FakeCloud66;
+    let fake = FakeCloud66::start().await;
+    let uid = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    fake.add_stack(uid, "Awesome App", "production");
+    fake.set_actions(uid, vec![FakeCloud66::stack_action(json!("777"))]);
+    let expires = date(chrono::Utc::now().timestamp() + 5 * DAY + DAY / 2);
+    fake.set_certificates(
+        uid,
+        vec![FakeCloud66::certificate(
+            "u1",
+            "api-only.example.com",
+            "api-only.example.com,www.api-only.example.com",
+            json!(3),
+            Some(&expires),
+            true,
+        )],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cloud66 = common::sync::config(&fake);
+    let server = TestServer::start_with(dir.path(), |config| {
+        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
+        config.cloud66 = Some(cloud66);
+    })
+    .await;
+    common::sync::first_sync(&server).await;
+    let reply = request(
+        server.addr,
+        "GET",
+        "/api/v1/certificates?stack=awesome%20app",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let list = reply.json();
+    assert_eq!(list["total"], 1, "{list}");
+    let cert = &list["certificates"][0];
+    assert_eq!(
+        (
+            cert["stack"].clone(),
+            cert["stack_name"].clone(),
+            cert["name"].clone(),
+            cert["state"].clone(),
+            cert["days_left"].clone(),
+            cert["expiry"].clone(),
+        ),
+        (
+            json!("777"),
+            json!("Awesome App"),
+            json!("api-only.example.com"),
+            json!("critical"),
+            json!(5),
+            json!(expires),
+        )
+    );
+    assert_eq!(
+        cert["domains"],
+        json!(["api-only.example.com", "www.api-only.example.com"])
+    );
+    assert!(cert["observed_at"].is_string(), "{cert}");
+    assert!(cert["last_event_at"].is_null(), "no webhook ever: {cert}");
+    assert_eq!(cert["counters"]["install_successes"], 0);
+    let detail = request(
+        server.addr,
+        "GET",
+        "/api/v1/certificates/777/api-only.example.com",
+        &[],
+        "",
+    )
+    .await
+    .json();
+    let history = detail["history"]["events"]
+        .as_array()
+        .expect("history events");
+    assert_eq!(history.len(), 1, "{detail}");
+    assert_eq!(history[0]["source"], "api");
+    assert_eq!(history[0]["changed_state"], true);
+    server.stop().await;
+}
