@@ -4,10 +4,8 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloud66-ssl-exporter");
 
@@ -97,35 +95,11 @@ fn invalid_configuration_exits_64_with_one_line_before_binding() {
 /// Everything the exporter logs from start to a SIGTERM stop; with `token_path`, one
 /// authenticated and one rejected webhook are sent in between.
 async fn logs_of(storage: &std::path::Path, args: &[&str], token_path: Option<&str>) -> String {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg(format!("--storage.path={}", storage.display()))
-        .arg("--log.level=debug")
-        .args(args)
-        // No reconciliation with the real API from the developer's environment.
-        .env_remove("CLOUD66_API_TOKEN")
-        .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut log = String::new();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("logs within 30 s")
-            .expect("reads")
-            .expect("still running");
-        log.push_str(&line);
-        log.push('\n');
-        let address = line
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("address="));
-        if let (true, Some(address)) = (line.contains("message=listening"), address) {
-            break address.parse::<std::net::SocketAddr>().expect("address");
-        }
-    };
+    let mut args = args.to_vec();
+    args.push("--log.level=debug");
+    let (exporter, mut lines, seen) = Exporter::spawn_logged(storage, &args).await;
+    let (mut child, addr) = (exporter.child, exporter.addr);
+    let mut log: String = seen.iter().map(|line| format!("{line}\n")).collect();
     if let Some(path) = token_path {
         let reply = request(addr, "POST", path, &[], INSTALL_OK).await;
         assert_eq!(reply.status, 200);

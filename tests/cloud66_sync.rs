@@ -10,7 +10,7 @@ use std::time::Duration;
 use cloud66_ssl_exporter::config::{AppConfig, Cloud66Config};
 use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66, Fault, Route};
 use common::sync::{config, first_sync, status, sync_now};
-use common::{Exporter, TOKEN, TestServer, cert_series, payload, request, sample};
+use common::{Exporter, Log, TOKEN, TestServer, cert_series, payload, request, sample};
 use serde_json::{Value, json};
 
 const UID_A: &str = "5999b763474b0eafa5fafb64bff0ba80";
@@ -1129,9 +1129,6 @@ async fn changes_between_syncs_renewed_deleted_and_new_stacks_are_followed() {
     server.stop().await;
 }
 
-/// The log lines of a child exporter, read as they come.
-type Log = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
-
 /// Reads log lines into `seen` until one contains `until`, for at most 60 s.
 async fn log_until(log: &mut Log, seen: &mut Vec<String>, until: &str) {
     let read = async {
@@ -1153,7 +1150,6 @@ async fn log_until(log: &mut Log, seen: &mut Vec<String>, until: &str) {
 
 #[tokio::test]
 async fn the_api_token_is_in_no_log_line() {
-    use tokio::io::AsyncBufReadExt;
     const SECRET: &str = "c66-secret-api-token-never-logged-0123";
     let fake = FakeCloud66::start().await;
     one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
@@ -1178,32 +1174,18 @@ async fn the_api_token_is_in_no_log_line() {
         fake.fail(Route::Stacks, None, Fault::Status(500), Some(4));
         fake.fail(Route::Stacks, None, Fault::Unauthorized, Some(1));
         let storage = tempfile::tempdir().expect("tempdir");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg(format!("--storage.path={}", storage.path().display()))
-            .arg(format!("--webhook.token={TOKEN}"))
-            .arg(format!("--cloud66.api-url={}", fake.url()))
-            .arg("--log.level=debug")
-            .arg(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            // Never the developer's real Cloud66 API token: only what the caller passes.
-            .env_remove("CLOUD66_API_TOKEN")
-            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
-            .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE")
-            .kill_on_drop(true)
-            .spawn()
-            .expect("exporter starts");
-        let mut log: Log = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let mut seen = Vec::new();
-        log_until(&mut log, &mut seen, "message=listening").await;
-        let addr: std::net::SocketAddr = seen
-            .last()
-            .and_then(|line| line.split("address=").nth(1))
-            .and_then(|a| a.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .expect("the listening address");
+        let (webhook, api_url) = (
+            format!("--webhook.token={TOKEN}"),
+            format!("--cloud66.api-url={}", fake.url()),
+        );
+        let flags = [
+            webhook.as_str(),
+            api_url.as_str(),
+            "--log.level=debug",
+            args.as_str(),
+        ];
+        let (exporter, mut log, mut seen) = Exporter::spawn_logged(storage.path(), &flags).await;
+        let addr = exporter.addr;
         for until in [
             "unexpected HTTP status 302",
             "unexpected HTTP status 500",
@@ -1222,7 +1204,7 @@ async fn the_api_token_is_in_no_log_line() {
             }
             log_until(&mut log, &mut seen, until).await;
         }
-        child.kill().await.expect("kill");
+        exporter.kill().await;
         assert!(seen.iter().all(|line| !line.contains(SECRET)), "{seen:#?}");
         assert_eq!(other.request_count(), 0);
     }

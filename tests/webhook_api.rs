@@ -701,23 +701,10 @@ async fn the_landing_page_shows_the_last_delivery() {
 
 #[tokio::test]
 async fn ignored_deliveries_are_logged_at_info_with_their_sender() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg(format!("--storage.path={}", dir.path().display()))
-        .arg(format!("--webhook.token={TOKEN}"))
-        .arg("--log.format=logfmt")
-        .arg("--log.level=info")
-        // No reconciliation with the real API from the developer's environment.
-        .env_remove("CLOUD66_API_TOKEN")
-        .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let token = format!("--webhook.token={TOKEN}");
+    let (exporter, mut lines, _) =
+        Exporter::spawn_logged(dir.path(), &[&token, "--log.level=info"]).await;
     let mut next_line = async || {
         tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
             .await
@@ -725,15 +712,7 @@ async fn ignored_deliveries_are_logged_at_info_with_their_sender() {
             .expect("reads")
             .expect("still running")
     };
-    let addr: std::net::SocketAddr = loop {
-        let line = next_line().await;
-        let address = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("address="));
-        if let (true, Some(address)) = (line.contains("message=listening"), address) {
-            break address.trim_matches('"').parse().expect("address");
-        }
-    };
+    let addr = exporter.addr;
     let path = format!("/webhook/{TOKEN}");
     let reply = request(addr, "POST", &path, &[], "{}").await;
     assert_eq!(reply.status, 200);
@@ -747,5 +726,5 @@ async fn ignored_deliveries_are_logged_at_info_with_their_sender() {
     assert!(line.contains("event_type=none"), "{line}");
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
     assert!(!line.contains(TOKEN), "{line}");
-    child.kill().await.expect("kill");
+    exporter.kill().await;
 }

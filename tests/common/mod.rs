@@ -210,8 +210,18 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts the binary with `--storage.path storage` and `args`, and waits until it
-    /// logs the address it listens on.
+    /// logs the address it listens on; the rest of its log is drained.
     pub async fn spawn(storage: &Path, args: &[&str]) -> Exporter {
+        let (exporter, mut log, _) = Self::spawn_logged(storage, args).await;
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+        exporter
+    }
+
+    /// The same, keeping the log (logfmt) for the caller: the lines up to the listening
+    /// one, and the rest to read. The developer's Cloud66 API token variables are not
+    /// passed on: a test's exporter never reaches the real API with them.
+    pub async fn spawn_logged(storage: &Path, args: &[&str]) -> (Exporter, Log, Vec<String>) {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--storage.path={}", storage.display()))
@@ -220,28 +230,28 @@ impl Exporter {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            // Never the developer's real Cloud66 API token: only what the caller passes.
             .env_remove("CLOUD66_API_TOKEN")
             .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN")
             .env_remove("CLOUD66_SSL_EXPORTER_CLOUD66_API_TOKEN_FILE")
             .kill_on_drop(true)
             .spawn()
             .expect("exporter starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let mut lines = BufReader::new(stderr).lines();
+        let mut log = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+        let mut seen = Vec::new();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("read stderr") {
-                if line.contains("message=listening") {
-                    return listening_address(&line);
+            while let Some(line) = log.next_line().await.expect("read stderr") {
+                let listening = line.contains("message=listening");
+                seen.push(line);
+                if listening {
+                    return seen.last().map(|line| listening_address(line));
                 }
             }
-            panic!("exporter exited before listening");
+            panic!("exporter exited before listening: {seen:#?}");
         })
         .await
-        .expect("exporter listens within 30 s");
-        // Keep draining stderr so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Exporter { child, addr }
+        .expect("exporter listens within 30 s")
+        .expect("a listening line was read");
+        (Exporter { child, addr }, log, seen)
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -249,6 +259,9 @@ impl Exporter {
         self.child.kill().await.expect("kill");
     }
 }
+
+/// The log lines of a child exporter, read as they come.
+pub type Log = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
 
 /// The `address=` field of a logfmt line.
 fn listening_address(line: &str) -> SocketAddr {
