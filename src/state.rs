@@ -118,6 +118,10 @@ pub struct Certificate {
     pub expiry_event_ts: Option<f64>,
     /// Payload timestamp of the newest webhook event of any kind.
     pub last_event_ts: Option<f64>,
+    /// Kind of the webhook event that set `last_event_ts` (its Cloud66 `event_type` is
+    /// [`EventKind::event_type`]); `None` until a webhook event arrives, or for a row
+    /// restored from an older schema whose events no longer tell.
+    pub last_event_type: Option<EventKind>,
     /// Timestamp of the event or observation that last set the descriptive fields.
     pub info_ts: Option<f64>,
     /// Fetch time of the newest API observation applied, if the API ever showed it.
@@ -170,6 +174,7 @@ impl Certificate {
         }
         if is_newer(ts, self.last_event_ts) {
             self.last_event_ts = Some(ts);
+            self.last_event_type = Some(event.kind);
         }
         self.set_info(ts, &event.info);
         self.set_expiry(ts, event.expiry);
@@ -207,7 +212,14 @@ impl Certificate {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        self.last_event_ts = newest(self.last_event_ts, other.last_event_ts);
+        // The newest event's time and kind go together; a tie keeps ours.
+        if other
+            .last_event_ts
+            .is_some_and(|ts| self.last_event_ts.is_none_or(|mine| ts > mine))
+        {
+            self.last_event_ts = other.last_event_ts;
+            self.last_event_type = other.last_event_type;
+        }
         self.observed_ts = newest(self.observed_ts, other.observed_ts);
         if let Some(ts) = other.info_ts {
             self.set_info(ts, &other.info);
@@ -605,6 +617,77 @@ mod tests {
             (Some(12.0), Some(20.0))
         );
         assert_eq!(by_id.info.status.as_deref(), Some("seen at 20"));
+    }
+
+    #[test]
+    fn the_newest_event_s_type_is_kept_beside_its_time() {
+        let mut cert = applied(&[event(EventKind::InstallFail, 10.0, None)]);
+        assert_eq!(
+            (cert.last_event_ts, cert.last_event_type),
+            (Some(10.0), Some(EventKind::InstallFail))
+        );
+        assert_eq!(
+            cert.last_event_type.map(EventKind::event_type),
+            Some("ssl_certificate.install.fail")
+        );
+        // An older event arriving late is counted but is not the newest event.
+        cert.apply(&event(EventKind::InstallOk, 5.0, Some(50.0)));
+        assert_eq!(
+            (cert.last_event_ts, cert.last_event_type),
+            (Some(10.0), Some(EventKind::InstallFail))
+        );
+        // An observation, even a newer one, is not an event.
+        cert.observe(&observation(20.0, Some(200.0), Some(false)));
+        assert_eq!(
+            (cert.last_event_ts, cert.last_event_type),
+            (Some(10.0), Some(EventKind::InstallFail))
+        );
+        // Equal timestamps: the later arrival is the newest, as for every aspect.
+        cert.apply(&event(EventKind::ExpireSoon, 10.0, Some(60.0)));
+        assert_eq!(
+            (cert.last_event_ts, cert.last_event_type),
+            (Some(10.0), Some(EventKind::ExpireSoon))
+        );
+        cert.apply(&event(EventKind::InstallOk, 11.0, None));
+        assert_eq!(
+            (cert.last_event_ts, cert.last_event_type),
+            (Some(11.0), Some(EventKind::InstallOk))
+        );
+        assert_eq!(Certificate::new("1", "a").last_event_type, None);
+    }
+
+    #[test]
+    fn absorbing_takes_the_newest_event_s_type_from_its_side() {
+        let at = |kind, ts| applied(&[event(kind, ts, None)]);
+        let newest = |mut mine: Certificate, other: Certificate| {
+            mine.absorb(other);
+            (mine.last_event_ts, mine.last_event_type)
+        };
+        let (ok, fail) = (EventKind::InstallOk, EventKind::InstallFail);
+        assert_eq!(
+            newest(at(ok, 10.0), at(fail, 20.0)),
+            (Some(20.0), Some(fail)),
+            "the other side is newer"
+        );
+        assert_eq!(
+            newest(at(ok, 30.0), at(fail, 20.0)),
+            (Some(30.0), Some(ok)),
+            "ours is newer"
+        );
+        assert_eq!(
+            newest(at(ok, 20.0), at(fail, 20.0)),
+            (Some(20.0), Some(ok)),
+            "a tie keeps ours"
+        );
+        assert_eq!(
+            newest(Certificate::new("123", "web"), at(fail, 20.0)),
+            (Some(20.0), Some(fail)),
+            "we had no event"
+        );
+        // The other side known only from the API: no event, nothing to take.
+        let mut seen = Certificate::new("uid", "web");
+        seen.observe(&observation(40.0, None, Some(true)));
+        assert_eq!(newest(at(ok, 10.0), seen), (Some(10.0), Some(ok)));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::StoreError;
 use super::lock::StoreLock;
 use crate::cloud66::{IdSource, StackRecord};
-use crate::event::{CertInfo, Delivery, OBSERVATION_EVENT_TYPE, Observation, SslEvent};
+use crate::event::{CertInfo, Delivery, EventKind, OBSERVATION_EVENT_TYPE, Observation, SslEvent};
 use crate::state::{CertKey, Certificate};
 use crate::webhook;
 
@@ -15,7 +15,7 @@ use crate::webhook;
 pub const DB_FILE: &str = "cloud66-ssl-exporter.db";
 
 /// The schema version this build writes (SQLite `user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Pages SQLite may cache (negative: KiB): the hot right edge of `events` and its index,
 /// and the upper levels of `certificates`. No larger: a B-tree rebalance parks a page
@@ -41,10 +41,21 @@ CREATE TABLE stacks (
     };
 }
 
+/// `events_by_certificate`: one certificate's events, in arrival order.
+macro_rules! events_by_certificate {
+    () => {
+        "
+CREATE INDEX events_by_certificate ON events (stack, name, id);
+"
+    };
+}
+
 /// `events` keeps every accepted delivery, and every Cloud66 API observation that changed
 /// a certificate (`event_type` [`OBSERVATION_EVENT_TYPE`], the observation as JSON). Its dedup key starts with the payload
 /// timestamp, so live traffic (timestamps close to now) appends to the same few index
 /// pages instead of touching a random page per event, as a bare digest would.
+/// `events_by_certificate` finds one certificate's events in arrival order (its
+/// history, see `history`).
 ///
 /// `certificates` is a checkpoint of the state: the writer saves a changed row two
 /// seconds after the change, a few rows with each batch. A row includes every event of
@@ -89,9 +100,11 @@ CREATE TABLE certificates (
     saved_event_id            INTEGER NOT NULL DEFAULT 0,
     info_ts                   REAL,
     observed_ts               REAL,
+    last_event_type           TEXT,
     PRIMARY KEY (stack, name)
 ) WITHOUT ROWID;
 ",
+    events_by_certificate!(),
     stacks_table!()
 );
 
@@ -112,18 +125,39 @@ UPDATE certificates SET info_ts = last_event_ts;
     stacks_table!()
 );
 
+/// From schema 3: certificates remember the type of their newest webhook event, and the
+/// event log gets an index by certificate. Existing rows take the type of their
+/// certificate's newest webhook event (greatest payload timestamp, the later arrival
+/// among equals: the rule `Certificate::apply` follows); API observations
+/// ([`OBSERVATION_EVENT_TYPE`], spelled out here) are not events.
+const MIGRATE_3_TO_4: &str = concat!(
+    "
+ALTER TABLE certificates ADD COLUMN last_event_type TEXT;
+",
+    events_by_certificate!(),
+    "
+UPDATE certificates SET last_event_type = (
+    SELECT event_type FROM events
+    WHERE events.stack = certificates.stack AND events.name = certificates.name
+      AND events.event_type != 'cloud66.api.ssl_certificate'
+    ORDER BY events.event_ts DESC, events.id DESC
+    LIMIT 1
+);
+"
+);
+
 /// The columns of `certificates`, in the order `cert_from_row` and `save_certificate` use.
 macro_rules! cert_columns {
     () => {
         "stack, name, expiry, expiry_event_ts, last_event_ts, install_failing, \
          install_event_ts, error_message, server_names, lets_encrypt, has_intermediate_cert, \
          ssl_termination, status, install_failures, install_successes, expire_soon_notifications, \
-         info_ts, observed_ts"
+         info_ts, observed_ts, last_event_type"
     };
 }
 
 /// Index of `saved_event_id` after the [`cert_columns`] in a restore's rows.
-const SAVED_EVENT_ID: usize = 18;
+const SAVED_EVENT_ID: usize = 19;
 
 /// A stored event, parsed again for a replay.
 pub(super) enum Stored {
@@ -393,8 +427,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(open_err)?;
     let upgrade: &[&str] = match version {
         0 => &[SCHEMA],
-        1 => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3],
-        2 => &[MIGRATE_2_TO_3],
+        1 => &[MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+        2 => &[MIGRATE_2_TO_3, MIGRATE_3_TO_4],
+        3 => &[MIGRATE_3_TO_4],
         SCHEMA_VERSION => return Ok(()),
         found => {
             return Err(StoreError::Incompatible {
@@ -437,6 +472,11 @@ fn cert_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Certificate> {
         expire_soon_notifications: count(15)?,
         info_ts: row.get(16)?,
         observed_ts: row.get(17)?,
+        // A type this build does not know (none is ever stored) reads as unknown.
+        last_event_type: row
+            .get::<_, Option<String>>(18)?
+            .as_deref()
+            .and_then(EventKind::from_event_type),
     })
 }
 
@@ -444,7 +484,7 @@ const SAVE_CERTIFICATE: &str = concat!(
     "INSERT OR REPLACE INTO certificates (",
     cert_columns!(),
     ", saved_event_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
 );
 
 /// Saves a certificate's row, which includes every event of it up to `saved_event_id`.
@@ -474,6 +514,7 @@ pub(super) fn save_certificate(
         count(cert.expire_soon_notifications),
         cert.info_ts,
         cert.observed_ts,
+        cert.last_event_type.map(EventKind::event_type),
         saved_event_id,
     ])?;
     Ok(())
@@ -526,6 +567,72 @@ mod tests {
                 params![id, payload],
             )
             .expect("insert event");
+    }
+
+    /// Stores an event of certificate (`1`, `name`) on a connection of any schema.
+    fn insert_event(
+        conn: &Connection,
+        id: i64,
+        ts: f64,
+        event_type: &str,
+        name: &str,
+        payload: &str,
+    ) {
+        conn.execute(
+            "INSERT INTO events (id, event_ts, digest, received_at, event_type, stack, name, payload) \
+             VALUES (?1, ?2, randomblob(32), ?2, ?3, '1', ?4, ?5)",
+            params![id, ts, event_type, name, payload],
+        )
+        .expect("insert event");
+    }
+
+    /// The schema `version` wrote: the current one without what was added since.
+    fn old_schema(version: i64) -> String {
+        let mut added = vec![
+            "    last_event_type           TEXT,\n",
+            events_by_certificate!(),
+        ];
+        if version < 3 {
+            added.extend([
+                "    info_ts                   REAL,\n",
+                "    observed_ts               REAL,\n",
+                stacks_table!(),
+            ]);
+        }
+        if version < 2 {
+            added.push("    saved_event_id            INTEGER NOT NULL DEFAULT 0,\n");
+        }
+        let mut schema = SCHEMA.to_owned();
+        for added in added {
+            assert!(schema.contains(added), "the current schema has {added:?}");
+            schema = schema.replace(added, "");
+        }
+        schema
+    }
+
+    /// `last_event_type` of every row as stored, by name.
+    fn stored_types(db: &Database) -> Vec<(String, Option<String>)> {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT name, last_event_type FROM certificates ORDER BY name")
+            .expect("prepare");
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    fn has_certificate_index(db: &Database) -> bool {
+        let sql: Option<String> = db
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_by_certificate'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .expect("sqlite_master");
+        sql.is_some_and(|sql| sql.contains("events (stack, name, id)"))
     }
 
     /// The certificate `name` as the events `timestamps` leave it.
@@ -700,20 +807,19 @@ mod tests {
         let path = dir.path().join(DB_FILE);
         {
             let conn = Connection::open(&path).expect("create");
-            // Schema 1 is the current one without the columns and table added since.
-            let mut v1 = SCHEMA.to_owned();
-            for added in [
-                "    saved_event_id            INTEGER NOT NULL DEFAULT 0,\n",
-                "    info_ts                   REAL,\n",
-                "    observed_ts               REAL,\n",
-                stacks_table!(),
-            ] {
-                assert!(v1.contains(added), "the current schema has {added:?}");
-                v1 = v1.replace(added, "");
-            }
-            conn.execute_batch(&v1).expect("schema 1");
+            conn.execute_batch(&old_schema(1)).expect("schema 1");
             conn.pragma_update(None, "user_version", 1)
                 .expect("version");
+            // The event the row includes, and an observation after it (not an event).
+            insert_event(
+                &conn,
+                1,
+                1.0,
+                "ssl_certificate.install.fail",
+                "a",
+                &failure(1, "a"),
+            );
+            insert_event(&conn, 2, 9.0, OBSERVATION_EVENT_TYPE, "a", "{}");
             conn.execute(
                 "INSERT INTO certificates (stack, name, expiry, expiry_event_ts, last_event_ts, \
                  install_failing, install_event_ts, error_message, server_names, lets_encrypt, \
@@ -730,15 +836,27 @@ mod tests {
             .expect("checkpoint");
         }
         let db = Database::open(dir.path()).expect("migrates");
-        store_event(&db, 1, &failure(1, "a"));
-        store_event(&db, 2, &failure(2, "a"));
+        assert_eq!(
+            stored_types(&db),
+            [(
+                "a".to_owned(),
+                Some("ssl_certificate.install.fail".to_owned())
+            )],
+            "backfilled from the newest webhook event, not the observation"
+        );
+        assert!(has_certificate_index(&db));
+        store_event(&db, 3, &failure(3, "a"));
         let restored = db.restore().expect("restore");
         assert_eq!(failures(&restored, "a"), Some(2));
         let a = restored.certificates.iter().find(|c| c.name == "a");
         assert_eq!(
             a.map(|c| (c.info_ts, c.info.server_names.clone())),
-            Some((Some(2.0), Some("a.example".to_owned()))),
+            Some((Some(3.0), Some("a.example".to_owned()))),
             "the descriptive fields' time starts as the newest event's"
+        );
+        assert_eq!(
+            a.and_then(|c| c.last_event_type),
+            Some(EventKind::InstallFail)
         );
         assert!(db.stacks().expect("the stacks table exists").is_empty());
         let version: i64 = db
@@ -746,5 +864,147 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_schema_3_database_gets_each_certificate_s_newest_webhook_event_type() {
+        assert!(
+            MIGRATE_3_TO_4.contains(&format!("!= '{OBSERVATION_EVENT_TYPE}'")),
+            "the migration spells the observation type as the code does"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).expect("create");
+            conn.execute_batch(&old_schema(3)).expect("schema 3");
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version");
+            let (ok, fail, soon) = (
+                "ssl_certificate.install.ok",
+                "ssl_certificate.install.fail",
+                "ssl_certificate.expire.soon",
+            );
+            // a: the failure at 30 is newest; expire.soon at 20 came late, the
+            // observation at 50 is not an event.
+            insert_event(&conn, 1, 10.0, ok, "a", "{}");
+            insert_event(&conn, 2, 30.0, fail, "a", "{}");
+            insert_event(&conn, 3, 20.0, soon, "a", "{}");
+            insert_event(&conn, 4, 50.0, OBSERVATION_EVENT_TYPE, "a", "{}");
+            // b: two events at 40, the later arrival wins.
+            insert_event(&conn, 5, 40.0, ok, "b", "{}");
+            insert_event(&conn, 6, 40.0, soon, "b", "{}");
+            // c: known from the API only.
+            insert_event(&conn, 7, 60.0, OBSERVATION_EVENT_TYPE, "c", "{}");
+            // Another stack's certificate of the same name.
+            conn.execute(
+                "INSERT INTO events (id, event_ts, digest, received_at, event_type, stack, name, payload) \
+                 VALUES (8, 99, randomblob(32), 99, ?1, '2', 'a', '{}')",
+                [ok],
+            )
+            .expect("insert event");
+            for (name, last_event_ts) in [("a", Some(30.0)), ("b", Some(40.0)), ("c", None)] {
+                conn.execute(
+                    "INSERT INTO certificates (stack, name, last_event_ts, install_failing, \
+                     install_failures, install_successes, expire_soon_notifications, saved_event_id) \
+                     VALUES ('1', ?1, ?2, 0, 0, 0, 0, 8)",
+                    params![name, last_event_ts],
+                )
+                .expect("row");
+            }
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('state_checkpoint', '8')",
+                [],
+            )
+            .expect("checkpoint");
+        }
+        let db = Database::open(dir.path()).expect("migrates");
+        assert_eq!(
+            stored_types(&db),
+            [
+                (
+                    "a".to_owned(),
+                    Some("ssl_certificate.install.fail".to_owned())
+                ),
+                (
+                    "b".to_owned(),
+                    Some("ssl_certificate.expire.soon".to_owned())
+                ),
+                ("c".to_owned(), None),
+            ]
+        );
+        assert!(has_certificate_index(&db));
+        let restored = db.restore().expect("restore");
+        assert_eq!(restored.replayed, 0);
+        let mut types: Vec<_> = restored
+            .certificates
+            .iter()
+            .map(|c| (c.name.as_str(), c.last_event_type))
+            .collect();
+        types.sort_unstable_by_key(|&(name, _)| name);
+        assert_eq!(
+            types,
+            [
+                ("a", Some(EventKind::InstallFail)),
+                ("b", Some(EventKind::ExpireSoon)),
+                ("c", None),
+            ]
+        );
+        let version: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn the_newest_event_s_type_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut db = Database::open(dir.path()).expect("open");
+            assert!(has_certificate_index(&db), "a fresh database has the index");
+            store_event(&db, 1, &failure(1, "a"));
+            store_event(&db, 2, &failure(2, "b"));
+            let tx = db.conn.transaction().expect("tx");
+            save_certificate(&tx, &after("a", &[1]), 1).expect("save a");
+            save_certificate(&tx, &after("b", &[2]), 2).expect("save b");
+            save_checkpoint(&tx, 2).expect("checkpoint");
+            tx.commit().expect("commit");
+            // After the checkpoint: a newer install.ok for b, replayed at the restart.
+            store_event(
+                &db,
+                3,
+                r#"{"timestamp":3,"event_type":"ssl_certificate.install.ok","ssl_certificate":{"stack_id":1,"name":"b"}}"#,
+            );
+        }
+        let db = Database::open(dir.path()).expect("reopen");
+        assert_eq!(
+            stored_types(&db),
+            [
+                (
+                    "a".to_owned(),
+                    Some("ssl_certificate.install.fail".to_owned())
+                ),
+                (
+                    "b".to_owned(),
+                    Some("ssl_certificate.install.fail".to_owned())
+                ),
+            ],
+            "saved as Cloud66 names the type"
+        );
+        let restored = db.restore().expect("restore");
+        assert_eq!(restored.replayed, 1);
+        let get = |name: &str| {
+            restored
+                .certificates
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| (c.last_event_ts, c.last_event_type))
+        };
+        assert_eq!(get("a"), Some((Some(1.0), Some(EventKind::InstallFail))));
+        assert_eq!(
+            get("b"),
+            Some((Some(3.0), Some(EventKind::InstallOk))),
+            "the replay sets it like the writer did"
+        );
     }
 }
