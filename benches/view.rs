@@ -1,11 +1,17 @@
 //! The JSON API's list: filtering, sorting, building the views and serialising
-//! `GET /api/v1/certificates` for 1k and 10k certificates, as the handler does.
+//! `GET /api/v1/certificates` for 1k and 10k certificates, as the handler does; and the
+//! status page `GET /`: summary, state counts, the list and its HTML, with the default
+//! 500 rows and with every row (`?limit=all`).
 
 mod common;
 
 use std::hint::black_box;
+use std::sync::Arc;
 
-use cloud66_ssl_exporter::view::{CertState, Filter, StackNames};
+use cloud66_ssl_exporter::state::Certificate;
+use cloud66_ssl_exporter::ui::Links;
+use cloud66_ssl_exporter::ui::status::{DEFAULT_ROWS, StatusPage, render};
+use cloud66_ssl_exporter::view::{CertState, Filter, Overview, StackNames};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Request time: 2024-02-01, while the fleet's certificates are still valid.
@@ -42,5 +48,45 @@ fn list(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, list);
+/// The status page as its handler builds it, for `filter`.
+fn page(certs: &[Arc<Certificate>], filter: &Filter, names: &StackNames) -> String {
+    render(&StatusPage {
+        links: Links {
+            metrics: "/metrics",
+        },
+        now: NOW,
+        filter,
+        overview: &Overview::of(certs, filter, NOW, names),
+        last_delivery: None,
+        storage: Ok(()),
+        started_at: NOW - 3_600.0,
+        sync: None,
+        auth_enabled: true,
+    })
+}
+
+fn status_page(c: &mut Criterion) {
+    let mut group = c.benchmark_group("page");
+    let names: StackNames = (1000..1500)
+        .map(|stack| (stack.to_string(), format!("shop-stack-{stack}")))
+        .collect();
+    let certs = common::fleet(10_000);
+    let first = Filter {
+        limit: Some(DEFAULT_ROWS),
+        ..Filter::default()
+    };
+    let all = Filter::default();
+    for (label, filter) in [("first_500", &first), ("all", &all)] {
+        eprintln!(
+            "page/{label}/10000: {} bytes",
+            page(&certs, filter, &names).len()
+        );
+        group.bench_with_input(BenchmarkId::new(label, 10_000), &certs, |b, certs| {
+            b.iter(|| page(black_box(certs), filter, &names))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, list, status_page);
 criterion_main!(benches);

@@ -4,13 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use once_cell::sync::OnceCell;
-
 use crate::auth::Authenticator;
 use crate::cloud66::{SyncMetrics, Syncer};
 use crate::config::{AppConfig, WebhookAuth};
 use crate::metrics::Metrics;
-use crate::page::Index;
 use crate::state::State;
 use crate::store::{Database, Store, StoreError};
 
@@ -60,9 +57,6 @@ struct Inner {
     syncer: Option<Arc<Syncer>>,
     /// Unix time the application was opened: the start time the status API shows.
     started_at: f64,
-    /// The fixed parts of the landing page, rendered on first request (they depend only
-    /// on configuration); the last delivery is filled in per request.
-    index_page: OnceCell<Index>,
 }
 
 impl App {
@@ -134,7 +128,6 @@ impl App {
                 metrics,
                 syncer,
                 started_at,
-                index_page: OnceCell::new(),
             }),
         })
     }
@@ -177,15 +170,6 @@ impl App {
     /// Unix time the application was opened.
     pub(crate) fn started_at(&self) -> f64 {
         self.inner.started_at
-    }
-
-    /// The landing page HTML, with the last delivery as of Unix time `now`.
-    pub(crate) fn index_page(&self, now: f64) -> String {
-        let last = self.inner.metrics.last_delivery();
-        self.inner
-            .index_page
-            .get_or_init(|| Index::new(&self.inner.config, self.inner.auth.is_enabled()))
-            .render(last.as_ref(), now)
     }
 
     /// Commits everything queued and stops the storage writer. Webhooks arriving after

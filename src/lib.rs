@@ -5,12 +5,13 @@
 //! - [`config`]: flags and environment, validated into settings.
 //! - [`webhook`]: parsing and validation of delivery bodies into [`event`] types (pure).
 //! - [`state`]: what the newest events say about each certificate; [`view`]: what the
-//!   JSON API shows of it (state, days left, filters, sort), computed at request time.
+//!   JSON API and the pages show of it (state, days left, filters, sort, summary),
+//!   computed at request time.
 //! - `store`: the embedded database and its group-committing writer thread.
 //! - [`metrics`]: the self-metrics registry and the scrape body; `exposition` writes
 //!   the per-certificate families, `parallel` splits that work over two cores.
-//! - [`tls`]: HTTPS certificate loading; `auth`: webhook token checks and redaction; `http`: routing and handlers; `page`:
-//!   the landing page.
+//! - [`tls`]: HTTPS certificate loading; `auth`: webhook token checks and redaction;
+//!   `http`: routing and handlers; [`ui`]: the HTML pages (templates, stylesheet).
 //! - `server`: the accept loop and graceful shutdown ([`run`]); [`signal`]: the
 //!   shutdown signals; [`logging`]: log output.
 //!
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod signal;
 pub mod state;
 pub mod tls;
+pub mod ui;
 pub mod view;
 pub mod webhook;
 
@@ -32,14 +34,13 @@ mod app;
 mod auth;
 mod exposition;
 mod http;
-mod page;
 mod parallel;
 mod server;
 mod store;
 
 pub use app::{App, StartError};
 pub use server::run;
-pub use store::{DB_FILE, LOCK_FILE};
+pub use store::{DB_FILE, History, HistoryEvent, LOCK_FILE};
 
 /// The git revision this binary was built from (`unknown` outside a git checkout).
 pub const GIT_REVISION: &str = match option_env!("GIT_REVISION") {

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::state::Certificate;
 
-const SECONDS_PER_DAY: f64 = 86_400.0;
+pub(crate) const SECONDS_PER_DAY: f64 = 86_400.0;
 
 /// Fewer days left than this is `critical`.
 pub const CRITICAL_DAYS: f64 = 7.0;
@@ -183,6 +183,8 @@ pub struct CertificateView {
     pub install_failing: bool,
     /// The failure's message while failing, when a webhook gave one.
     pub error_message: Option<String>,
+    /// The Cloud66 event type of the newest webhook event.
+    pub last_event_type: Option<String>,
     /// Payload time of the newest webhook event, RFC 3339 UTC.
     pub last_event_at: Option<String>,
     /// The same as Unix seconds.
@@ -217,6 +219,9 @@ impl CertificateView {
             status: info.status.clone(),
             install_failing: cert.install_failing,
             error_message: cert.error_message.clone(),
+            last_event_type: cert
+                .last_event_type
+                .map(|kind| kind.event_type().to_owned()),
             last_event_at: cert.last_event_ts.and_then(rfc3339),
             last_event_unix: cert.last_event_ts,
             last_event_age_seconds: cert.last_event_ts.map(|ts| (now - ts).floor() as i64),
@@ -348,6 +353,10 @@ impl Filter {
         }
     }
 }
+
+mod summary;
+
+pub use summary::{Overview, Soonest, StateCounts, Summary};
 
 #[cfg(test)]
 mod tests;

@@ -598,7 +598,7 @@ async fn the_webhook_url_opened_with_its_token_says_it_is_ready() {
     let page = request(server.addr, "GET", &path, &[], "").await;
     assert!(
         page.body
-            .contains("event type <code>stack.redeploy.ok</code>, ignored"),
+            .contains("<code>stack.redeploy.ok</code>, ignored (not an SSL event)"),
         "{}",
         page.body
     );
@@ -665,28 +665,26 @@ async fn the_landing_page_shows_the_last_delivery() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path()).await;
     let page = request(server.addr, "GET", "/", &[], "").await.body;
-    assert!(page.contains("<h2>Last delivery</h2>"), "{page}");
-    assert!(
-        page.contains("No delivery received yet: configure Cloud66"),
-        "{page}"
-    );
+    assert!(page.contains("<dt>Last webhook</dt>"), "{page}");
+    assert!(page.contains("id=\"no-webhook\""), "{page}");
+    assert!(page.contains("<dd>No webhook received yet</dd>"), "{page}");
 
     server.post_event(r#"{"event_type":"test"}"#).await;
     let page = request(server.addr, "GET", "/", &[], "").await.body;
     assert!(
-        page.contains("event type <code>test</code>, ignored"),
+        page.contains("<code>test</code>, ignored (not an SSL event)"),
         "{page}"
     );
-    assert!(!page.contains("No delivery received yet"), "{page}");
+    assert!(!page.contains("No webhook received yet"), "{page}");
     assert!(
-        page.contains("Z</time> ("),
+        page.contains("Z</time> <span class=\"age\">("),
         "UTC ISO 8601 time and age: {page}"
     );
 
     assert_eq!(server.post_event(INSTALL_OK).await.status, 200);
     let page = request(server.addr, "GET", "/", &[], "").await.body;
     assert!(
-        page.contains("event type <code>ssl_certificate.install.ok</code>, accepted"),
+        page.contains("<code>ssl_certificate.install.ok</code>, accepted"),
         "{page}"
     );
     server.stop().await;
@@ -694,7 +692,7 @@ async fn the_landing_page_shows_the_last_delivery() {
     // Storage keeps when the newest event arrived, not what the last delivery was.
     let server = TestServer::start(dir.path()).await;
     let page = request(server.addr, "GET", "/", &[], "").await.body;
-    assert!(page.contains("what it was is not known"), "{page}");
+    assert!(page.contains("What it was is not known"), "{page}");
     assert!(last_webhook(&server.metrics().await) > 0.0);
     server.stop().await;
 }

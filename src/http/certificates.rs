@@ -12,7 +12,8 @@ use super::api::{certificate_path, percent_decode};
 use super::{HttpError, HttpResponse, now, response};
 use crate::app::App;
 use crate::state::CertKey;
-use crate::view::{CertState, CertificateDetail, Filter, StackNames, rfc3339};
+use crate::store::History;
+use crate::view::{CertState, CertificateDetail, Filter, StackNames, Summary, rfc3339};
 
 /// Path of the certificate list.
 pub(super) const LIST: &str = "/api/v1/certificates";
@@ -21,10 +22,10 @@ pub(super) const LIST: &str = "/api/v1/certificates";
 pub(super) const STATUS: &str = "/api/v1/status";
 
 /// Events of the history shown when `?history=` is not given.
-const DEFAULT_HISTORY: usize = 50;
+pub(super) const DEFAULT_HISTORY: usize = 50;
 
 /// The most events of history one answer shows.
-const MAX_HISTORY: usize = 1000;
+pub(super) const MAX_HISTORY: usize = 1000;
 
 /// The parameters of the list.
 const LIST_PARAMETERS: &[&str] = &["stack", "state", "q", "limit", "offset"];
@@ -32,22 +33,26 @@ const LIST_PARAMETERS: &[&str] = &["stack", "state", "q", "limit", "offset"];
 /// `GET /api/v1/certificates`: every certificate matching the filter, sorted, paged.
 pub(super) fn list(app: &App, query: Option<&str>) -> Result<HttpResponse, HttpError> {
     let mut params = parameters(query, LIST_PARAMETERS)?;
-    let state = match params.remove("state") {
-        None => None,
-        Some(name) => Some(CertState::parse(&name).ok_or_else(|| {
-            let names: Vec<_> = CertState::ALL.iter().map(|s| s.as_str()).collect();
-            HttpError::BadRequest(format!("state must be one of: {}", names.join(", ")))
-        })?),
-    };
     let filter = Filter {
         stack: params.remove("stack"),
-        state,
+        state: state(params.remove("state"))?,
         q: params.remove("q"),
         limit: number(&params, "limit")?,
         offset: number(&params, "offset")?.unwrap_or(0),
     };
     let certs = app.state().snapshot();
     json_ok(&filter.apply(&certs, now(), &stack_names(app)))
+}
+
+/// The `state` parameter, if given.
+pub(super) fn state(name: Option<String>) -> Result<Option<CertState>, HttpError> {
+    name.map(|name| {
+        CertState::parse(&name).ok_or_else(|| {
+            let names: Vec<_> = CertState::ALL.iter().map(|s| s.as_str()).collect();
+            HttpError::BadRequest(format!("state must be one of: {}", names.join(", ")))
+        })
+    })
+    .transpose()
 }
 
 /// `GET /api/v1/certificates/<stack>/<name>`: one certificate, every known field, and
@@ -57,6 +62,40 @@ pub(super) async fn detail(
     rest: &str,
     query: Option<&str>,
 ) -> Result<HttpResponse, HttpError> {
+    let Lookup::Found {
+        detail,
+        history,
+        limit,
+    } = lookup(app, rest, query, now()).await?
+    else {
+        return Err(HttpError::NotFound);
+    };
+    json_ok(&json!({
+        "certificate": detail,
+        "history": { "limit": limit, "total": history.total, "events": history.events },
+    }))
+}
+
+/// What a certificate's address (`<stack>/<name>` and `?history=N`) found.
+pub(super) enum Lookup {
+    /// The certificate as of the request, its newest events, and how many were asked.
+    Found {
+        detail: Box<CertificateDetail>,
+        history: History,
+        limit: usize,
+    },
+    /// No such certificate is tracked.
+    Unknown { stack: String, name: String },
+}
+
+/// The certificate at `rest` (the path after the prefix, percent-encoded) and its newest
+/// events as `query` asks, as of Unix time `now`: shared by the JSON detail and the page.
+pub(super) async fn lookup(
+    app: &App,
+    rest: &str,
+    query: Option<&str>,
+    now: f64,
+) -> Result<Lookup, HttpError> {
     let (stack, name) = certificate_path(rest)?;
     let params = parameters(query, &["history"])?;
     let limit = number(&params, "history")?.unwrap_or(DEFAULT_HISTORY);
@@ -65,21 +104,25 @@ pub(super) async fn detail(
             "history must be at most {MAX_HISTORY}"
         )));
     }
-    let cert = app
-        .state()
-        .get_key(&CertKey::new(&stack, &name))
-        .ok_or(HttpError::NotFound)?;
+    let Some(cert) = app.state().get_key(&CertKey::new(&stack, &name)) else {
+        return Ok(Lookup::Unknown { stack, name });
+    };
     let names = stack_names(app);
-    let detail = CertificateDetail::new(&cert, now(), names.get(&stack).map(String::as_str));
+    let detail = Box::new(CertificateDetail::new(
+        &cert,
+        now,
+        names.get(&stack).map(String::as_str),
+    ));
     let history = app
         .store()
         .history(stack, name, limit)
         .await
         .map_err(|e| HttpError::Unavailable(format!("cannot read the event history: {e}")))?;
-    json_ok(&json!({
-        "certificate": detail,
-        "history": { "limit": limit, "total": history.total, "events": history.events },
-    }))
+    Ok(Lookup::Found {
+        detail,
+        history,
+        limit,
+    })
 }
 
 /// `GET /api/v1/status`: what is running, since when, with how many certificates, and
@@ -96,12 +139,15 @@ pub(super) async fn status(app: &App) -> Result<HttpResponse, HttpError> {
             .map_err(|e| HttpError::Unavailable(format!("cannot show the sync status: {e}")))?,
         None => serde_json::Value::Null,
     };
+    let summary = Summary::of(&app.state().snapshot(), now(), &stack_names(app));
     json_ok(&json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": crate::GIT_REVISION,
         "started_at": rfc3339(started),
         "started_unix": started,
-        "certificates": app.state().len(),
+        "certificates": summary.certificates,
+        "states": summary.states,
+        "soonest": summary.soonest,
         "certificates_limit": app.config().max_certificates,
         "last_webhook_at": last_webhook.and_then(rfc3339),
         "last_webhook_unix": last_webhook,
@@ -111,7 +157,7 @@ pub(super) async fn status(app: &App) -> Result<HttpResponse, HttpError> {
 }
 
 /// Stack names by `stack` label, when the Cloud66 API reconciliation knows them.
-fn stack_names(app: &App) -> StackNames {
+pub(super) fn stack_names(app: &App) -> StackNames {
     app.syncer().map_or_else(StackNames::new, |syncer| {
         syncer
             .directory()
@@ -130,7 +176,7 @@ fn json_ok(value: &impl Serialize) -> Result<HttpResponse, HttpError> {
 
 /// The parameters of `query`, decoded (`+` is a space): only names in `allowed`, each
 /// at most once.
-fn parameters(
+pub(super) fn parameters(
     query: Option<&str>,
     allowed: &[&'static str],
 ) -> Result<HashMap<&'static str, String>, HttpError> {
@@ -157,7 +203,10 @@ fn parameters(
 }
 
 /// Parameter `name` as a whole number of 0 or more, if given.
-fn number(params: &HashMap<&'static str, String>, name: &str) -> Result<Option<usize>, HttpError> {
+pub(super) fn number(
+    params: &HashMap<&'static str, String>,
+    name: &str,
+) -> Result<Option<usize>, HttpError> {
     params
         .get(name)
         .map(|value| {

@@ -10,7 +10,9 @@
 //! - `GET /healthz`: the process is alive.
 //! - `GET /readyz`: the database commits a write the size of the largest event, and
 //!   the disk has room for more.
-//! - `GET /`: a small page saying what this is and how to configure Cloud66.
+//! - `GET /`: the status page: summary, certificates (filters `q`, `stack`, `state`;
+//!   `limit`, `offset`), and how to configure Cloud66. `GET /certificates/<stack>/<name>`:
+//!   one certificate and its event history. `GET /static/style.css`: their stylesheet.
 //! - `GET /api/v1/certificates`: the certificates as JSON, filtered (`stack`, `state`,
 //!   `q`), sorted by time left, paged (`limit`, `offset`); no token needed.
 //! - `GET /api/v1/certificates/<stack>/<name>`: one certificate and its newest events
@@ -24,10 +26,12 @@
 //!   API token.
 //!
 //! Every failure is an [`HttpError`], turned into a status and a JSON body in one place
-//! ([`HttpError::into_response`]).
+//! ([`HttpError::into_response`]); for the pages, into the same status and a page
+//! (`pages::error_page`).
 
 mod api;
 mod certificates;
+mod pages;
 mod scrape;
 mod webhook;
 
@@ -242,12 +246,22 @@ async fn route(
             b"ok\n".to_vec(),
         )),
         "/readyz" if get => api::readyz(app).await,
-        "/" if get => Ok(response(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            app.index_page(now()).into_bytes(),
-        )),
-        p if p == app.config().telemetry_path || matches!(p, "/healthz" | "/readyz" | "/") => {
+        "/" if get => Ok(pages::status(app, request.uri().query())
+            .await
+            .unwrap_or_else(|e| pages::error_page(app, e))),
+        p if get && p.starts_with(pages::DETAIL) => {
+            let rest = &p[pages::DETAIL.len()..];
+            Ok(
+                pages::detail(app, rest, request.uri().query(), request.headers())
+                    .await
+                    .unwrap_or_else(|e| pages::error_page(app, e)),
+            )
+        }
+        p if p.starts_with(pages::DETAIL) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+        crate::ui::STYLESHEET_PATH if get => Ok(pages::stylesheet()),
+        p if p == app.config().telemetry_path
+            || matches!(p, "/healthz" | "/readyz" | "/" | crate::ui::STYLESHEET_PATH) =>
+        {
             Err(HttpError::MethodNotAllowed("GET, HEAD"))
         }
         _ => Err(HttpError::NotFound),

@@ -7,8 +7,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, REFERRER_POLICY};
-use http::{HeaderValue, Request, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
@@ -188,19 +188,8 @@ pub(super) fn ready_page<B>(
         tracing::warn!(%peer, "webhook URL opened without a valid token");
         return Err(HttpError::Unauthorized);
     }
-    let last = app.metrics().last_delivery();
-    let page = crate::page::webhook_ready(last.as_ref(), now());
-    let mut response = response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        page.into_bytes(),
-    );
-    let headers = response.headers_mut();
-    // The URL holds the token: keep it out of caches, and out of the `Referer` a
-    // click on the page's link would otherwise send.
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    Ok(response)
+    // The URL holds the token: the page goes out uncached and sends no `Referer`.
+    Ok(super::pages::webhook_ready(app))
 }
 
 /// Reads the whole body within `timeout`. A body that came with the request head (as a

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use database::{DB_FILE, Database};
-pub use history::History;
+pub use history::{History, HistoryEvent};
 pub use lock::LOCK_FILE;
 
 use crate::cloud66::StackRecord;

@@ -74,6 +74,7 @@ fn a_view_has_every_field_computed_at_the_request() {
     c.info.ssl_termination = Some("weird".into());
     c.info.status = Some("installed".into());
     c.last_event_ts = Some(NOW - 90.5);
+    c.last_event_type = Some(crate::event::EventKind::ExpireSoon);
     c.expire_soon_notifications = 2;
     let view = CertificateView::new(&c, NOW, Some("Shop production"));
     let json = serde_json::to_value(&view).expect("serialises");
@@ -95,6 +96,7 @@ fn a_view_has_every_field_computed_at_the_request() {
             "status": "installed",
             "install_failing": false,
             "error_message": null,
+            "last_event_type": "ssl_certificate.expire.soon",
             "last_event_at": "2023-11-14T22:11:49Z",
             "last_event_unix": NOW - 90.5,
             "last_event_age_seconds": 90,
@@ -111,6 +113,7 @@ fn a_view_has_every_field_computed_at_the_request() {
     assert_eq!(expired.days_left, Some(-1));
     let unknown = CertificateView::new(&cert("1", "y", None), NOW, None);
     assert_eq!((unknown.expiry, unknown.days_left), (None, None));
+    assert_eq!(unknown.last_event_type, None, "no webhook event yet");
 }
 
 #[test]

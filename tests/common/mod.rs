@@ -2,8 +2,10 @@
 //! real binary as a child process, a small HTTP client, and payload builders.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod chromium;
 pub mod dashboards;
 pub mod fake_cloud66;
+pub mod fleet;
 pub mod sync;
 
 use std::net::SocketAddr;
@@ -222,7 +224,7 @@ impl Exporter {
     /// one, and the rest to read. The developer's Cloud66 API token variables are not
     /// passed on: a test's exporter never reaches the real API with them.
     pub async fn spawn_logged(storage: &Path, args: &[&str]) -> (Exporter, Log, Vec<String>) {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
+        let mut child = tokio::process::Command::new(exporter_binary())
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--storage.path={}", storage.display()))
             .arg("--log.format=logfmt")
@@ -366,6 +368,18 @@ pub fn missing<'a>(
             ) != Some(1.0)
         })
         .collect()
+}
+
+/// The exporter binary. Cargo names it to integration tests only; examples that include
+/// this module (`examples/screenshot.rs`) run the exporter in process instead.
+#[cfg(test)]
+fn exporter_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_cloud66-ssl-exporter")
+}
+
+#[cfg(not(test))]
+fn exporter_binary() -> &'static str {
+    panic!("only integration tests start the exporter binary")
 }
 
 /// Finds a tool on PATH, or fails the test saying how to install it.
