@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
-use crate::cloud66::{SyncMetrics, Syncer};
-use crate::config::{AppConfig, WebhookAuth};
+use crate::cloud66::{StackRecord, SyncMetrics, Syncer};
+use crate::config::{AppConfig, PostgresConfig, WebhookAuth};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::store::{Database, Store, StoreError};
@@ -63,37 +63,24 @@ impl App {
     /// Opens storage, restores state and counters, and starts the storage writer.
     pub async fn open(config: AppConfig) -> Result<App, StartError> {
         let started_at = crate::now();
-        let storage_path = config.storage_path.clone();
-        let auth = config.auth.clone();
-        let restored = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let db = Database::open(&storage_path)?;
-            let restored = db.restore()?;
-            let last_received = db.last_received_at()?;
-            // The token in force, and whether it was generated just now.
-            let token = match auth {
-                WebhookAuth::Token(token) => Some((token, false)),
-                WebhookAuth::Stored => Some(db.webhook_token()?),
-                WebhookAuth::Disabled => None,
-            };
-            let stacks = db.stacks()?;
-            Ok((db, restored, last_received, token, stacks))
-        })
-        .await
-        .map_err(|e| StartError::Thread(std::io::Error::other(e)))?;
-        let (db, restored, last_received, token, stacks) = restored.map_err(StartError::Storage)?;
-        tracing::info!(
-            database = %db.path().display(),
-            certificates = restored.certificates.len(),
-            replayed_events = restored.replayed,
-            "storage opened"
-        );
+        let metrics = Metrics::new().map_err(StartError::Metrics)?;
+        let opened = match &config.postgres {
+            Some(postgres) => open_postgres(&config, postgres).await?,
+            None => open_sqlite(&config, &metrics).await?,
+        };
+        let Opened {
+            store,
+            state,
+            last_received,
+            token,
+            stacks,
+        } = opened;
         if token.is_none() {
             tracing::warn!("webhook authentication is disabled (--webhook.insecure-no-auth)");
         }
         let auth = Authenticator::new(token.as_ref().map(|(token, _)| token.as_str()));
         let generated_token = token.and_then(|(token, generated)| generated.then_some(token));
 
-        let metrics = Metrics::new().map_err(StartError::Metrics)?;
         metrics.set_certificates_limit(config.max_certificates);
         // Storage keeps when the newest event arrived, not what the last delivery was:
         // the pages say so until the next one.
@@ -108,16 +95,6 @@ impl App {
             }
             None => None,
         };
-        let state = Arc::new(State::new(restored.certificates));
-        let store = Store::start(
-            db,
-            Arc::clone(&state),
-            metrics.storage.clone(),
-            config.max_certificates,
-            restored.last_event_id,
-            restored.unsaved,
-        )
-        .map_err(StartError::Thread)?;
         Ok(App {
             inner: Arc::new(Inner {
                 config,
@@ -177,4 +154,98 @@ impl App {
     pub async fn close(&self) {
         self.inner.store.close().await;
     }
+}
+
+/// Storage opened and its writer started: what the rest of the start needs.
+struct Opened {
+    store: Store,
+    state: Arc<State>,
+    /// Arrival of the newest stored event.
+    last_received: Option<f64>,
+    /// The token in force, and whether it was generated just now.
+    token: Option<(String, bool)>,
+    /// The stacks the Cloud66 API reconciliation remembers.
+    stacks: Vec<StackRecord>,
+}
+
+/// Opens the embedded database in `--storage.path`, restores the state from it, and
+/// starts its writer thread.
+async fn open_sqlite(config: &AppConfig, metrics: &Metrics) -> Result<Opened, StartError> {
+    let storage_path = config.storage_path.clone();
+    let auth = config.auth.clone();
+    let restored = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let db = Database::open(&storage_path)?;
+        let restored = db.restore()?;
+        let last_received = db.last_received_at()?;
+        let token = match auth {
+            WebhookAuth::Token(token) => Some((token, false)),
+            WebhookAuth::Stored => Some(db.webhook_token()?),
+            WebhookAuth::Disabled => None,
+        };
+        let stacks = db.stacks()?;
+        Ok((db, restored, last_received, token, stacks))
+    })
+    .await
+    .map_err(|e| StartError::Thread(std::io::Error::other(e)))?;
+    let (db, restored, last_received, token, stacks) = restored.map_err(StartError::Storage)?;
+    tracing::info!(
+        database = %db.path().display(),
+        certificates = restored.certificates.len(),
+        replayed_events = restored.replayed,
+        "storage opened"
+    );
+    let state = Arc::new(State::new(restored.certificates));
+    let store = Store::start(
+        db,
+        Arc::clone(&state),
+        metrics.storage.clone(),
+        config.max_certificates,
+        restored.last_event_id,
+        restored.unsaved,
+    )
+    .map_err(StartError::Thread)?;
+    Ok(Opened {
+        store,
+        state,
+        last_received,
+        token,
+        stacks,
+    })
+}
+
+/// Connects to the PostgreSQL database (waiting for it), migrates it, restores the
+/// state from its snapshot and log, and starts the writer and the tail.
+async fn open_postgres(
+    config: &AppConfig,
+    postgres: &PostgresConfig,
+) -> Result<Opened, StartError> {
+    let storage = |e: crate::store::postgres::PgError| {
+        StartError::Storage(StoreError::Postgres(e.to_string()))
+    };
+    let opened = crate::store::postgres::open(postgres)
+        .await
+        .map_err(storage)?;
+    let token = match &config.auth {
+        WebhookAuth::Token(token) => Some((token.clone(), false)),
+        WebhookAuth::Stored => Some(
+            crate::store::postgres::webhook_token(&opened.pool)
+                .await
+                .map_err(storage)?,
+        ),
+        WebhookAuth::Disabled => None,
+    };
+    tracing::info!(
+        database = %postgres.redacted,
+        certificates = opened.state.len(),
+        replayed_events = opened.replayed,
+        "storage opened"
+    );
+    let store = Store::start_postgres(postgres, &opened, config.max_certificates);
+    Ok(Opened {
+        store,
+        state: Arc::clone(&opened.state),
+        last_received: opened.last_received,
+        token,
+        stacks: Vec::new(),
+    })
 }

@@ -57,7 +57,7 @@ pub(super) fn config(
     let mut config = Cloud66Config::new(token, url);
     if let Some(path) = &cli.cloud66_api_ca_file {
         config.extra_roots =
-            ca_file(path).map_err(|e| ConfigError::new(name("cloud66.api-ca-file"), e))?;
+            pem_roots(path).map_err(|e| ConfigError::new(name("cloud66.api-ca-file"), e))?;
     }
     if let Some(text) = &cli.cloud66_stacks {
         let stacks = stacks(text).map_err(|e| ConfigError::new(name("cloud66.stacks"), e))?;
@@ -169,7 +169,7 @@ fn api_url(text: &str) -> Result<String, String> {
 
 /// The certificates of a PEM file; at least one is required, and each must be usable
 /// as a trust anchor.
-fn ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn pem_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let failed = |e: pem::Error| match e {
         pem::Error::Io(e) => format!("cannot read {path:?}: {}", one_line(&e.to_string())),
         e => format!("{path:?} is not valid PEM: {}", one_line(&e.to_string())),

@@ -74,7 +74,7 @@ pub(super) struct Cli {
     )]
     pub(super) tls_key_file: Option<PathBuf>,
 
-    /// Directory of the embedded database (created if missing)
+    /// Directory of the embedded database (created if missing); not used with --storage.postgres.url
     #[arg(
         long = "storage.path",
         env = "CLOUD66_SSL_EXPORTER_STORAGE_PATH",
@@ -82,6 +82,31 @@ pub(super) struct Cli {
         default_value = "./data"
     )]
     pub(super) storage_path: PathBuf,
+
+    /// PostgreSQL to store in instead of the embedded database, shared by replicas: postgres://USER:PASSWORD@HOST[:PORT]/DBNAME[?sslmode=disable|require|verify-full&sslrootcert=FILE] (default sslmode=disable). Prefer the variable or --storage.postgres.url-file: arguments are visible to other users
+    #[arg(
+        long = "storage.postgres.url",
+        env = "CLOUD66_SSL_EXPORTER_STORAGE_POSTGRES_URL",
+        value_name = "URL"
+    )]
+    pub(super) postgres_url: Option<String>,
+
+    /// File holding the PostgreSQL URL (trailing whitespace is ignored)
+    #[arg(
+        long = "storage.postgres.url-file",
+        env = "CLOUD66_SSL_EXPORTER_STORAGE_POSTGRES_URL_FILE",
+        value_name = "FILE"
+    )]
+    pub(super) postgres_url_file: Option<PathBuf>,
+
+    /// Most PostgreSQL connections each replica opens, 1 to 256
+    #[arg(
+        long = "storage.postgres.max-connections",
+        env = "CLOUD66_SSL_EXPORTER_STORAGE_POSTGRES_MAX_CONNECTIONS",
+        value_name = "COUNT",
+        default_value = "8"
+    )]
+    pub(super) postgres_max_connections: u64,
 
     /// Most certificates tracked; events for further new certificates are refused (422)
     #[arg(

@@ -10,6 +10,7 @@
 
 mod cloud66;
 mod flags;
+mod postgres;
 
 use std::env::VarError;
 use std::ffi::OsString;
@@ -22,6 +23,10 @@ use std::time::Duration;
 use clap::ValueEnum;
 
 use flags::{PROGRAM, Parsed, env_vars, parse, usage_error};
+
+pub use postgres::{
+    DEFAULT_POSTGRES_MAX_CONNECTIONS, PostgresConfig, PostgresTlsMode, redact_postgres_url,
+};
 
 /// Generic variable the webhook token is read from when no other token source is set.
 const FALLBACK_TOKEN_ENV: &str = "CLOUD66_WEBHOOK_TOKEN";
@@ -106,8 +111,11 @@ impl fmt::Debug for WebhookAuth {
 /// The settings the application itself needs (everything but listening and logging).
 #[derive(Clone, Debug)]
 pub struct AppConfig {
-    /// Directory of the embedded database (created if missing).
+    /// Directory of the embedded database (created if missing); unused with `postgres`.
     pub storage_path: PathBuf,
+    /// PostgreSQL shared by replicas instead of the embedded database; `None` (no
+    /// `--storage.postgres.url`) keeps the embedded one.
+    pub postgres: Option<PostgresConfig>,
     /// Path that serves metrics, starting with `/`.
     pub telemetry_path: String,
     /// How webhook calls are authenticated.
@@ -261,6 +269,7 @@ impl AppConfig {
     pub fn new(storage_path: impl Into<PathBuf>) -> Self {
         AppConfig {
             storage_path: storage_path.into(),
+            postgres: None,
             telemetry_path: "/metrics".to_owned(),
             auth: WebhookAuth::Stored,
             max_body_bytes: 65_536,
@@ -347,6 +356,16 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
         .map_err(|reason| ConfigError::new(parsed.name("web.max-connections"), reason))?;
     let tls = tls(&parsed)?;
     let cloud66 = cloud66::config(&parsed, env)?;
+    let postgres = postgres::config(&parsed)?;
+    if postgres.is_some() && cloud66.is_some() {
+        // The reconciliation must run on one replica per cluster; electing it through
+        // PostgreSQL is not built yet.
+        return Err(ConfigError::new(
+            parsed.name("storage.postgres.url"),
+            "cannot be combined with the Cloud66 API reconciliation (--cloud66.api-token) \
+             yet: run the reconciliation on an exporter with embedded storage",
+        ));
+    }
     Ok(Settings {
         listen,
         log: LogSettings {
@@ -355,6 +374,7 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
         },
         app: AppConfig {
             storage_path: cli.storage_path.clone(),
+            postgres,
             telemetry_path: cli.telemetry_path.clone(),
             auth,
             max_body_bytes,

@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 const TOKEN: &str = "abcdefghijklmnop-._~0123";
 
 /// Parses `args` (without the program name) with the variables in `vars` only.
-fn outcome(args: &[&str], vars: &[(&str, &str)]) -> CliOutcome {
+pub(super) fn outcome(args: &[&str], vars: &[(&str, &str)]) -> CliOutcome {
     let vars: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -21,7 +21,7 @@ fn outcome(args: &[&str], vars: &[(&str, &str)]) -> CliOutcome {
 }
 
 /// The settings for `args` and `vars`; fails the test on any exit.
-fn settings(args: &[&str], vars: &[(&str, &str)]) -> Settings {
+pub(super) fn settings(args: &[&str], vars: &[(&str, &str)]) -> Settings {
     match outcome(args, vars) {
         CliOutcome::Run(settings) => settings,
         exit => panic!("expected settings, got {exit:?}"),
@@ -29,7 +29,7 @@ fn settings(args: &[&str], vars: &[(&str, &str)]) -> Settings {
 }
 
 /// The error line for `args` and `vars`; fails the test unless it is an exit 64.
-fn error(args: &[&str], vars: &[(&str, &str)]) -> String {
+pub(super) fn error(args: &[&str], vars: &[(&str, &str)]) -> String {
     match outcome(args, vars) {
         CliOutcome::Exit {
             code: 64,

@@ -411,7 +411,7 @@ pub(super) fn save_checkpoint(tx: &Transaction<'_>, event_id: i64) -> rusqlite::
 }
 
 /// 32 random bytes from the operating system, hex encoded (URL safe).
-fn generate_token() -> Result<String, getrandom::Error> {
+pub(super) fn generate_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

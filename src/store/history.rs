@@ -106,17 +106,55 @@ pub(super) fn read(
     conn.busy_timeout(Duration::from_secs(5))?;
     let mut stmt = conn.prepare(EVENTS_OF_CERTIFICATE)?;
     let mut rows = stmt.query([stack, name])?;
-    let mut cert = Certificate::new(stack, name);
-    let mut newest_ts = f64::NEG_INFINITY;
-    let mut kept = VecDeque::with_capacity(limit.min(1024));
-    let mut total = 0;
+    let mut replay = Replay::new(stack, name, limit);
     while let Some(row) = rows.next()? {
-        let event_type: String = row.get(3)?;
-        let payload: String = row.get(4)?;
-        let event_ts: f64 = row.get(1)?;
-        let received_unix: f64 = row.get(2)?;
+        replay.push(
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            &row.get::<_, String>(4)?,
+        );
+    }
+    Ok(replay.finish())
+}
+
+/// A certificate's history built from its stored events, pushed oldest first (in
+/// arrival order), whichever database they come from.
+pub(super) struct Replay {
+    /// What the events so far say about the certificate.
+    cert: Certificate,
+    /// The newest timestamp seen so far.
+    newest_ts: f64,
+    /// The newest `limit` events, oldest first.
+    kept: VecDeque<HistoryEvent>,
+    limit: usize,
+    total: usize,
+}
+
+impl Replay {
+    /// A replay of (`stack`, `name`) that keeps the newest `limit` events.
+    pub(super) fn new(stack: &str, name: &str, limit: usize) -> Self {
+        Replay {
+            cert: Certificate::new(stack, name),
+            newest_ts: f64::NEG_INFINITY,
+            kept: VecDeque::with_capacity(limit.min(1024)),
+            limit,
+            total: 0,
+        }
+    }
+
+    /// The next stored event: its id, payload time, arrival, type and payload.
+    pub(super) fn push(
+        &mut self,
+        id: i64,
+        event_ts: f64,
+        received_unix: f64,
+        event_type: String,
+        payload: &str,
+    ) {
         let mut shown = HistoryEvent {
-            id: row.get(0)?,
+            id,
             source: match event_type == OBSERVATION_EVENT_TYPE {
                 true => "api",
                 false => "webhook",
@@ -132,28 +170,32 @@ pub(super) fn read(
             error_message: None,
             domains: None,
             changed_state: false,
-            out_of_order: event_ts < newest_ts,
+            out_of_order: event_ts < self.newest_ts,
             readable: false,
         };
-        if let Some(stored) = Stored::parse(&shown.event_type, &payload) {
+        if let Some(stored) = Stored::parse(&shown.event_type, payload) {
             describe(&mut shown, &stored);
-            let before = cert.clone();
-            stored.apply_to(&mut cert);
-            shown.changed_state = facts(&before) != facts(&cert);
+            let before = self.cert.clone();
+            stored.apply_to(&mut self.cert);
+            shown.changed_state = facts(&before) != facts(&self.cert);
         }
-        newest_ts = newest_ts.max(event_ts);
-        total += 1;
-        if limit > 0 {
-            if kept.len() == limit {
-                kept.pop_front();
+        self.newest_ts = self.newest_ts.max(event_ts);
+        self.total += 1;
+        if self.limit > 0 {
+            if self.kept.len() == self.limit {
+                self.kept.pop_front();
             }
-            kept.push_back(shown);
+            self.kept.push_back(shown);
         }
     }
-    Ok(History {
-        total,
-        events: kept.into_iter().rev().collect(),
-    })
+
+    /// The history: every event counted, the newest kept ones newest first.
+    pub(super) fn finish(self) -> History {
+        History {
+            total: self.total,
+            events: self.kept.into_iter().rev().collect(),
+        }
+    }
 }
 
 /// Fills in the key fields `stored` gave.

@@ -9,11 +9,15 @@
 //! commit waits for that copy. The raw payload of every accepted event is kept in
 //! `events`; `database` describes the schema and how the state is restored at start-up,
 //! `history` how one certificate's events are read back, beside the writer.
+//!
+//! With `--storage.postgres.url`, `postgres` takes the same jobs instead: the [`Store`]
+//! handle is the seam, and nothing above it knows which backend runs.
 
 mod checkpointer;
 mod database;
 mod history;
 mod lock;
+pub(crate) mod postgres;
 mod writer;
 
 use std::fmt;
@@ -73,6 +77,9 @@ pub enum StoreError {
     Write(String),
     /// A read beside the writer (the event history) failed.
     Read(String),
+    /// The PostgreSQL database could not be opened, migrated or read (no password in
+    /// the message).
+    Postgres(String),
     /// The writer has stopped (the exporter is shutting down).
     Closed,
 }
@@ -105,6 +112,7 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Write(reason) => write!(f, "cannot commit to storage: {reason}"),
             StoreError::Read(reason) => write!(f, "cannot read storage: {reason}"),
+            StoreError::Postgres(reason) => f.write_str(reason),
             StoreError::Closed => f.write_str("storage is closed"),
         }
     }
@@ -223,12 +231,28 @@ impl Job {
 
 /// The handle through which the rest of the exporter writes to storage.
 pub struct Store {
-    /// Queue to the writer thread; `None` once closed.
+    /// Queue to the writer; `None` once closed.
     queue: Mutex<Option<mpsc::Sender<Job>>>,
-    /// The writer thread, joined on close.
-    writer: Mutex<Option<JoinHandle<()>>>,
-    /// The database file, which readers beside the writer open on their own.
-    path: PathBuf,
+    /// The writer, waited for on close.
+    writer: Mutex<Option<Worker>>,
+    /// Where readers beside the writer read.
+    reader: Reader,
+}
+
+/// The writer of a backend.
+enum Worker {
+    /// The SQLite writer thread.
+    Thread(JoinHandle<()>),
+    /// The PostgreSQL writer and tail tasks.
+    Tasks(postgres::Running),
+}
+
+/// Where the event history is read.
+enum Reader {
+    /// The SQLite database file, opened read-only per request.
+    Sqlite(PathBuf),
+    /// The PostgreSQL pool.
+    Postgres(deadpool_postgres::Pool),
 }
 
 impl Store {
@@ -262,9 +286,32 @@ impl Store {
             .spawn(move || writer.run(jobs))?;
         Ok(Store {
             queue: Mutex::new(Some(queue)),
-            writer: Mutex::new(Some(writer)),
-            path,
+            writer: Mutex::new(Some(Worker::Thread(writer))),
+            reader: Reader::Sqlite(path),
         })
+    }
+
+    /// Starts the PostgreSQL writer and tail on an opened database (see
+    /// [`postgres::open`]), publishing the log to `opened.state`.
+    pub(crate) fn start_postgres(
+        config: &crate::config::PostgresConfig,
+        opened: &postgres::Opened,
+        max_certificates: usize,
+    ) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let running = postgres::start(
+            config,
+            opened.pool.clone(),
+            Arc::clone(&opened.state),
+            opened.position,
+            max_certificates,
+            jobs,
+        );
+        Store {
+            queue: Mutex::new(Some(queue)),
+            writer: Mutex::new(Some(Worker::Tasks(running))),
+            reader: Reader::Postgres(opened.pool.clone()),
+        }
     }
 
     /// Durably stores `event` (unless it is a duplicate or over the certificate limit)
@@ -332,11 +379,18 @@ impl Store {
         name: String,
         limit: usize,
     ) -> Result<History, StoreError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || history::read(&path, &stack, &name, limit))
-            .await
-            .map_err(|e| StoreError::Read(e.to_string()))?
-            .map_err(|e| StoreError::Read(e.to_string()))
+        match &self.reader {
+            Reader::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || history::read(&path, &stack, &name, limit))
+                    .await
+                    .map_err(|e| StoreError::Read(e.to_string()))?
+                    .map_err(|e| StoreError::Read(e.to_string()))
+            }
+            Reader::Postgres(pool) => postgres::history(pool, &stack, &name, limit)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string())),
+        }
     }
 
     async fn submit<T>(
@@ -362,11 +416,21 @@ impl Store {
     pub async fn close(&self) {
         drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = writer {
-            let joined = tokio::task::spawn_blocking(move || writer.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("storage writer did not stop cleanly");
+        let clean = match writer {
+            None => true,
+            Some(Worker::Thread(writer)) => matches!(
+                tokio::task::spawn_blocking(move || writer.join()).await,
+                Ok(Ok(()))
+            ),
+            Some(Worker::Tasks(running)) => {
+                let written = running.writer.await;
+                // The tail only reads; what it has not applied is in the log.
+                running.tail.abort();
+                written.is_ok()
             }
+        };
+        if !clean {
+            tracing::error!("storage writer did not stop cleanly");
         }
     }
 }

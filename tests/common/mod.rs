@@ -6,6 +6,7 @@ pub mod chromium;
 pub mod dashboards;
 pub mod fake_cloud66;
 pub mod fleet;
+pub mod postgres;
 pub mod sync;
 
 use std::net::SocketAddr;

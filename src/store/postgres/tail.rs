@@ -1,0 +1,409 @@
+//! The tail: applies the shared event log to this replica's in-memory state, in log
+//! order, whichever replica wrote the events; and, one replica at a time, writes the
+//! snapshot replicas start from.
+//!
+//! The position is `(xid, id)`: the writing transaction's id, then the row's. A row is
+//! read only once its transaction is older than every transaction still running
+//! (`xid < pg_snapshot_xmin(pg_current_snapshot())`), so a transaction that took its
+//! ids early and commits late is read when it commits, before anything after it: no
+//! row is ever skipped, which reading `id > last` would do (see POSTGRES.md). The tail
+//! wakes on its own writer's commit, on `NOTIFY` from any replica's, and every
+//! [`POLL`] in case a notification was lost (they are, across reconnects).
+//!
+//! Only the tail changes the state, so applying in the same order gives every replica
+//! the same state, and the snapshot it writes is consistent with its position.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, watch};
+use tokio_postgres::Client;
+
+use super::schema::LOCK_KEY;
+use super::{FORGET_EVENT_TYPE, PgError, connect};
+use crate::config::PostgresConfig;
+use crate::event::{CertInfo, EventKind};
+use crate::state::{CertKey, Certificate, State};
+use crate::store::database::Stored;
+
+/// A place in the log: every event at or before it is applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Position {
+    /// The writing transaction (`xid8`, below 2^63).
+    pub xid: i64,
+    /// The row.
+    pub id: i64,
+}
+
+/// Events read and applied in one step at most.
+const BATCH: i64 = 5_000;
+
+/// The longest the tail sleeps without a wake-up.
+pub(super) const POLL: Duration = Duration::from_millis(500);
+
+/// How often a replica tries to write the snapshot, when something changed.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+
+/// The lock class of snapshot writing (with [`LOCK_KEY`]).
+const SNAPSHOT_LOCK: i32 = 2;
+
+/// The channel writers notify on commit.
+pub(super) const CHANNEL: &str = "cloud66_ssl_exporter_events";
+
+/// Rows per statement when writing the snapshot.
+const SNAPSHOT_CHUNK: usize = 1_000;
+
+/// The columns of the snapshot table, in the order rows are read and written.
+const COLUMNS: &str = "stack, name, expiry, expiry_event_ts, last_event_ts, install_failing, \
+     install_event_ts, error_message, server_names, lets_encrypt, has_intermediate_cert, \
+     ssl_termination, status, install_failures, install_successes, expire_soon_notifications, \
+     info_ts, observed_ts, last_event_type";
+
+/// The events after a position that no running transaction can still add to.
+const NEXT_EVENTS: &str = "SELECT xid::text::bigint, id, event_type, stack, name, payload \
+     FROM cloud66_ssl_exporter_events \
+     WHERE (xid, id) > ($1::bigint::text::xid8, $2) \
+       AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY xid, id LIMIT $3";
+
+/// What the writer holds of the tail: a way to wake it, and how far it got.
+#[derive(Clone)]
+pub(super) struct TailHandle {
+    wake: Arc<Notify>,
+    applied: watch::Receiver<Position>,
+}
+
+impl TailHandle {
+    /// Asks the tail to read the log now.
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the tail has applied `position`, for at most `timeout`; whether it did.
+    pub(super) async fn wait_for(&mut self, position: Position, timeout: Duration) -> bool {
+        let reached = self.applied.wait_for(|applied| *applied >= position);
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
+    }
+}
+
+/// The tail of one replica.
+pub(super) struct Tail {
+    pool: Pool,
+    state: Arc<State>,
+    position: Position,
+    /// Certificates changed (or removed) since this replica last wrote the snapshot.
+    dirty: HashSet<CertKey>,
+    wake: Arc<Notify>,
+    applied: watch::Sender<Position>,
+    last_snapshot: Instant,
+}
+
+impl Tail {
+    /// A tail applying the log after `position` to `state`.
+    pub(super) fn new(pool: Pool, state: Arc<State>, position: Position) -> Self {
+        Tail {
+            pool,
+            state,
+            position,
+            dirty: HashSet::new(),
+            wake: Arc::new(Notify::new()),
+            applied: watch::Sender::new(position),
+            last_snapshot: Instant::now(),
+        }
+    }
+
+    /// The handle the writer keeps.
+    pub(super) fn handle(&self) -> TailHandle {
+        TailHandle {
+            wake: Arc::clone(&self.wake),
+            applied: self.applied.subscribe(),
+        }
+    }
+
+    /// How far it has applied.
+    pub(super) fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Applies everything readable now; returns how many events it applied.
+    pub(super) async fn catch_up(&mut self) -> Result<usize, PgError> {
+        let mut total = 0;
+        loop {
+            let read = self.step().await?;
+            total += read;
+            if read < BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Reads and applies at most [`BATCH`] events.
+    async fn step(&mut self) -> Result<usize, PgError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                NEXT_EVENTS,
+                &[&self.position.xid, &self.position.id, &BATCH],
+            )
+            .await?;
+        drop(client);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut changes: HashMap<CertKey, Option<Certificate>> = HashMap::new();
+        for row in &rows {
+            let (event_type, stack, name): (&str, &str, &str) =
+                (row.get(2), row.get(3), row.get(4));
+            let key = CertKey::new(stack, name);
+            if event_type == FORGET_EVENT_TYPE {
+                changes.insert(key, None);
+            } else if let Some(stored) = Stored::parse(event_type, row.get(5)) {
+                let state = &self.state;
+                let slot = changes
+                    .entry(key.clone())
+                    .or_insert_with(|| state.get_key(&key).map(|cert| (*cert).clone()));
+                stored.apply_to(slot.get_or_insert_with(|| Certificate::new(stack, name)));
+            } else {
+                let id: i64 = row.get(1);
+                tracing::warn!(id, event_type, "a stored event no longer parses; skipped");
+            }
+            self.position = Position {
+                xid: row.get(0),
+                id: row.get(1),
+            };
+        }
+        self.dirty.extend(changes.keys().cloned());
+        self.state.apply(changes);
+        self.applied.send_replace(self.position);
+        Ok(rows.len())
+    }
+
+    /// Runs until aborted: reads the log whenever woken, at least every [`POLL`], and
+    /// writes the snapshot every [`SNAPSHOT_EVERY`] when this replica has changes and
+    /// gets the lock.
+    pub(super) async fn run(mut self, config: PostgresConfig) {
+        let mut notifications = None;
+        let mut next_listen = Instant::now();
+        loop {
+            if notifications.is_none() && Instant::now() >= next_listen {
+                match connect::listen(&config, CHANNEL).await {
+                    Ok(receiver) => notifications = Some(receiver),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot LISTEN for new events; polling");
+                        next_listen = Instant::now() + Duration::from_secs(2);
+                    }
+                }
+            }
+            let notified = async {
+                match notifications.as_mut() {
+                    Some(receiver) => receiver.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.wake.notified() => {}
+                open = notified => {
+                    if !open {
+                        // The LISTEN connection is gone: reconnect, and read in case a
+                        // notification was lost with it.
+                        notifications = None;
+                    }
+                }
+                () = tokio::time::sleep(POLL) => {}
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!(error = %e, "cannot read the event log; retrying");
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY && !self.dirty.is_empty() {
+                self.last_snapshot = Instant::now();
+                match self.write_snapshot().await {
+                    Ok(written) => tracing::debug!(written, "snapshot"),
+                    Err(e) => tracing::warn!(error = %e, "cannot write the snapshot"),
+                }
+            }
+        }
+    }
+
+    /// Writes the certificates changed since this replica last did, and its position,
+    /// unless another replica is writing or has written a newer position. Returns how
+    /// many rows it wrote.
+    async fn write_snapshot(&mut self) -> Result<usize, PgError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, $2)",
+                &[&LOCK_KEY, &SNAPSHOT_LOCK],
+            )
+            .await?
+            .get(0);
+        if !locked || snapshot_position(&tx).await? >= self.position {
+            return Ok(0);
+        }
+        let keys: Vec<CertKey> = self.dirty.iter().cloned().collect();
+        let (present, gone): (Vec<_>, Vec<_>) = keys
+            .iter()
+            .map(|key| (key, self.state.get_key(key)))
+            .partition(|(_, cert)| cert.is_some());
+        for chunk in present.chunks(SNAPSHOT_CHUNK) {
+            let certs: Vec<&Certificate> = chunk.iter().filter_map(|(_, c)| c.as_deref()).collect();
+            upsert(&tx, &certs).await?;
+        }
+        for chunk in gone.chunks(SNAPSHOT_CHUNK) {
+            let stacks: Vec<&str> = chunk.iter().map(|(key, _)| key.stack()).collect();
+            let names: Vec<&str> = chunk.iter().map(|(key, _)| key.name()).collect();
+            tx.execute(
+                "DELETE FROM cloud66_ssl_exporter_certificates c USING \
+                 unnest($1::text[], $2::text[]) AS gone(stack, name) \
+                 WHERE c.stack = gone.stack AND c.name = gone.name",
+                &[&stacks, &names],
+            )
+            .await?;
+        }
+        tx.execute(
+            "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES \
+             ('snapshot_xid', $1), ('snapshot_id', $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[
+                &self.position.xid.to_string(),
+                &self.position.id.to_string(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        self.dirty.clear();
+        Ok(keys.len())
+    }
+}
+
+/// The position the snapshot rows include.
+async fn snapshot_position(client: &tokio_postgres::Transaction<'_>) -> Result<Position, PgError> {
+    let rows = client
+        .query(
+            "SELECT key, value FROM cloud66_ssl_exporter_meta \
+             WHERE key IN ('snapshot_xid', 'snapshot_id')",
+            &[],
+        )
+        .await?;
+    let mut position = Position::default();
+    for row in rows {
+        let value: i64 = row.get::<_, &str>(1).parse().unwrap_or(0);
+        match row.get::<_, &str>(0) {
+            "snapshot_xid" => position.xid = value,
+            _ => position.id = value,
+        }
+    }
+    Ok(position)
+}
+
+/// Writes `certs` into the snapshot table in one statement.
+async fn upsert(
+    tx: &tokio_postgres::Transaction<'_>,
+    certs: &[&Certificate],
+) -> Result<(), PgError> {
+    let text = |f: fn(&Certificate) -> Option<&str>| -> Vec<Option<&str>> {
+        certs.iter().map(|c| f(c)).collect()
+    };
+    let real = |f: fn(&Certificate) -> Option<f64>| -> Vec<Option<f64>> {
+        certs.iter().map(|c| f(c)).collect()
+    };
+    let count = |f: fn(&Certificate) -> u64| -> Vec<i64> {
+        certs
+            .iter()
+            .map(|c| i64::try_from(f(c)).unwrap_or(i64::MAX))
+            .collect()
+    };
+    let stacks: Vec<&str> = certs.iter().map(|c| c.stack.as_str()).collect();
+    let names: Vec<&str> = certs.iter().map(|c| c.name.as_str()).collect();
+    let failing: Vec<bool> = certs.iter().map(|c| c.install_failing).collect();
+    let sql = format!(
+        "INSERT INTO cloud66_ssl_exporter_certificates ({COLUMNS}) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::float8[], \
+           $6::bool[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], \
+           $12::text[], $13::text[], $14::int8[], $15::int8[], $16::int8[], $17::float8[], \
+           $18::float8[], $19::text[]) \
+         ON CONFLICT (stack, name) DO UPDATE SET ({COLUMNS}) = ROW(excluded.*)"
+    );
+    tx.execute(
+        &sql,
+        &[
+            &stacks,
+            &names,
+            &real(|c| c.expiry),
+            &real(|c| c.expiry_event_ts),
+            &real(|c| c.last_event_ts),
+            &failing,
+            &real(|c| c.install_event_ts),
+            &text(|c| c.error_message.as_deref()),
+            &text(|c| c.info.server_names.as_deref()),
+            &text(|c| c.info.lets_encrypt.as_deref()),
+            &text(|c| c.info.has_intermediate_cert.as_deref()),
+            &text(|c| c.info.ssl_termination.as_deref()),
+            &text(|c| c.info.status.as_deref()),
+            &count(|c| c.install_failures),
+            &count(|c| c.install_successes),
+            &count(|c| c.expire_soon_notifications),
+            &real(|c| c.info_ts),
+            &real(|c| c.observed_ts),
+            &text(|c| c.last_event_type.map(EventKind::event_type)),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The snapshot: every certificate row and the position they include, read in one
+/// consistent transaction.
+pub(super) async fn load_snapshot(
+    client: &mut Client,
+) -> Result<(Vec<Certificate>, Position), PgError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let position = snapshot_position(&tx).await?;
+    let rows = tx
+        .query(
+            &format!("SELECT {COLUMNS} FROM cloud66_ssl_exporter_certificates"),
+            &[],
+        )
+        .await?;
+    tx.commit().await?;
+    let count =
+        |row: &tokio_postgres::Row, i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    let certificates = rows
+        .iter()
+        .map(|row| Certificate {
+            stack: row.get(0),
+            name: row.get(1),
+            expiry: row.get(2),
+            expiry_event_ts: row.get(3),
+            last_event_ts: row.get(4),
+            install_failing: row.get(5),
+            install_event_ts: row.get(6),
+            error_message: row.get(7),
+            info: CertInfo {
+                server_names: row.get(8),
+                lets_encrypt: row.get(9),
+                has_intermediate_cert: row.get(10),
+                ssl_termination: row.get(11),
+                status: row.get(12),
+            },
+            install_failures: count(row, 13),
+            install_successes: count(row, 14),
+            expire_soon_notifications: count(row, 15),
+            info_ts: row.get(16),
+            observed_ts: row.get(17),
+            last_event_type: row
+                .get::<_, Option<&str>>(18)
+                .and_then(EventKind::from_event_type),
+        })
+        .collect();
+    Ok((certificates, position))
+}

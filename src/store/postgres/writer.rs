@@ -1,0 +1,203 @@
+//! The writer of a PostgreSQL store: takes every queued job, writes them in one
+//! transaction and commits once (group commit), then wakes the tail and answers. An
+//! event is answered only after its transaction committed; while the database is
+//! briefly gone the batch is retried on fresh connections for [`RETRY_WINDOW`], well
+//! inside Cloud66's 30 s timeout, and then answered with an error (503). Retrying a
+//! batch whose commit may have happened is safe: events are inserted with
+//! `ON CONFLICT DO NOTHING` on their dedup key, so a second try finds them stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+
+use super::tail::{CHANNEL, Position, TailHandle};
+use super::{FORGET_EVENT_TYPE, PgError};
+use crate::state::{CertKey, State};
+use crate::store::{Forgotten, Job, Outcome, Recorded, StoreError};
+
+/// Jobs written in one transaction at most.
+const MAX_BATCH: usize = 512;
+
+/// How long a batch is retried while the database is unreachable.
+const RETRY_WINDOW: Duration = Duration::from_secs(20);
+
+/// How long an answer waits for the tail to apply the batch (so the answering replica
+/// shows the event at once); the event is committed either way.
+const APPLY_WAIT: Duration = Duration::from_secs(1);
+
+/// Inserts one event unless its dedup key is stored; returns its position if inserted.
+const INSERT_EVENT: &str = "INSERT INTO cloud66_ssl_exporter_events \
+     (event_ts, digest, received_at, event_type, stack, name, payload) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_ts, digest) DO NOTHING \
+     RETURNING xid::text::bigint, id";
+
+/// Runs until the queue is closed and drained.
+pub(super) async fn run(
+    pool: Pool,
+    state: Arc<State>,
+    mut tail: TailHandle,
+    max_certificates: usize,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if matches!(job, Job::Observe { .. } | Job::Stack { .. }) {
+                // Refused at configuration: the reconciliation needs one writer per
+                // cluster, which PostgreSQL storage does not elect yet.
+                job.answer(Err(StoreError::Write(
+                    "the Cloud66 API reconciliation is not available with PostgreSQL storage"
+                        .into(),
+                )));
+            } else {
+                batch.push(job);
+            }
+            if batch.len() < MAX_BATCH {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let deadline = Instant::now() + RETRY_WINDOW;
+        let mut backoff = Duration::from_millis(50);
+        let written = loop {
+            match write(&pool, &state, max_certificates, &batch).await {
+                Ok(written) => break Ok(written),
+                Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "storage write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match written {
+            Ok((outcomes, newest)) => {
+                if let Some(newest) = newest {
+                    tail.wake();
+                    tail.wait_for(newest, APPLY_WAIT).await;
+                }
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    job.answer(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "storage write failed");
+                for job in batch {
+                    job.answer(Err(StoreError::Write(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Writes `batch` in one transaction; the outcome of each job, and the newest log
+/// position written, if any.
+async fn write(
+    pool: &Pool,
+    state: &State,
+    max_certificates: usize,
+    batch: &[Job],
+) -> Result<(Vec<Outcome>, Option<Position>), PgError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let insert = tx.prepare(INSERT_EVENT).await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut newest: Option<Position> = None;
+    // Certificates this batch adds, so that the limit counts them before the tail does.
+    let mut added = 0;
+    for job in batch {
+        let outcome = match job {
+            Job::Record {
+                event,
+                digest,
+                payload,
+                received_at,
+                ..
+            } => {
+                let key = CertKey::new(&event.stack, &event.name);
+                if state.get_key(&key).is_none() && state.len() + added >= max_certificates {
+                    Outcome::Recorded(Recorded::OverLimit)
+                } else {
+                    let payload = String::from_utf8_lossy(payload);
+                    let row = tx
+                        .query_opt(
+                            &insert,
+                            &[
+                                &event.timestamp,
+                                &digest.as_slice(),
+                                received_at,
+                                &event.kind.event_type(),
+                                &event.stack,
+                                &event.name,
+                                &payload.as_ref(),
+                            ],
+                        )
+                        .await?;
+                    match row {
+                        Some(row) => {
+                            if state.get_key(&key).is_none() {
+                                added += 1;
+                            }
+                            newest = newest.max(Some(Position {
+                                xid: row.get(0),
+                                id: row.get(1),
+                            }));
+                            Outcome::Recorded(Recorded::Accepted)
+                        }
+                        None => Outcome::Recorded(Recorded::Duplicate),
+                    }
+                }
+            }
+            Job::Forget { stack, name, .. } => {
+                if state.get_key(&CertKey::new(stack, name)).is_none() {
+                    Outcome::Forgotten(Forgotten::Unknown)
+                } else {
+                    let digest = super::super::database::generate_token()
+                        .map_err(|e| PgError::Pool(format!("no randomness: {e}")))?;
+                    let row = tx
+                        .query_one(
+                            &insert,
+                            &[
+                                &crate::now(),
+                                &digest.as_bytes(),
+                                &crate::now(),
+                                &FORGET_EVENT_TYPE,
+                                stack,
+                                name,
+                                &"{}",
+                            ],
+                        )
+                        .await?;
+                    newest = newest.max(Some(Position {
+                        xid: row.get(0),
+                        id: row.get(1),
+                    }));
+                    Outcome::Forgotten(Forgotten::Removed)
+                }
+            }
+            Job::Probe { bytes, .. } => {
+                let filler = "x".repeat(*bytes);
+                tx.execute(
+                    "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES ('probe', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&filler],
+                )
+                .await?;
+                Outcome::Probed(Ok(()))
+            }
+            // Answered before the batch is written; never here.
+            Job::Observe { .. } | Job::Stack { .. } => return Err(PgError::Unsupported),
+        };
+        outcomes.push(outcome);
+    }
+    if newest.is_some() {
+        tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
+    }
+    tx.commit().await?;
+    Ok((outcomes, newest))
+}

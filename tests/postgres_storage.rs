@@ -1,0 +1,232 @@
+//! PostgreSQL storage against a real PostgreSQL server (tests/common/postgres.rs): the
+//! webhook promise (2xx only once committed, duplicates once), restarts from the
+//! snapshot and the log, and replicas on one database converging on the same state.
+
+mod common;
+
+use std::time::Duration;
+
+use cloud66_ssl_exporter::config::{PostgresConfig, WebhookAuth};
+use common::postgres::PgServer;
+use common::{TOKEN, TestServer, cert_series, payload, request, sample};
+use serde_json::json;
+
+const OK: &str = "ssl_certificate.install.ok";
+
+/// An exporter on database `url`, with the test token.
+async fn replica(url: &str) -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = PostgresConfig::from_url(url).expect("valid URL");
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.auth = WebhookAuth::Token(TOKEN.into());
+        c.postgres = Some(config);
+    })
+    .await;
+    (dir, server)
+}
+
+/// The per-certificate sample lines (`ssl_*`) of a scrape, sorted.
+fn certificate_series(metrics: &str) -> Vec<String> {
+    let mut lines: Vec<String> = metrics
+        .lines()
+        .filter(|line| line.starts_with("ssl_"))
+        .filter(|line| !line.starts_with("ssl_cert_days_until_expiry"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Waits (at most 10 s) until `server` counts `successes` install.ok for `name`.
+async fn wait_for_successes(server: &TestServer, stack: &str, name: &str, successes: f64) {
+    let series = cert_series("ssl_install_successes_total", stack, name);
+    for _ in 0..200 {
+        if sample(&server.metrics().await, &series) == Some(successes) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{series} did not reach {successes}: {:?}",
+        sample(&server.metrics().await, &series)
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_stored_counted_once_and_survive_a_restart() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("restart").await;
+    let (_dir, server) = replica(&url).await;
+    let body = payload(OK, 1_700_000_000, 7, "web", json!({}));
+    let reply = server.post_event(&body).await;
+    assert_eq!(
+        (reply.status, reply.json()["status"].clone()),
+        (200, json!("accepted"))
+    );
+    // Answered after the commit and applied before the answer: visible at once.
+    let series = cert_series("ssl_install_successes_total", "7", "web");
+    assert_eq!(sample(&server.metrics().await, &series), Some(1.0));
+    let again = server.post_event(&body).await;
+    assert_eq!(again.json()["status"], "duplicate");
+    assert_eq!(
+        pg.sql(
+            "restart",
+            "SELECT count(*) FROM cloud66_ssl_exporter_events"
+        )
+        .await,
+        "1"
+    );
+    let later = payload(OK, 1_700_000_100, 7, "web", json!({}));
+    assert_eq!(server.post_event(&later).await.status, 200);
+    let before = certificate_series(&server.metrics().await);
+    server.stop().await;
+
+    let (_dir2, restarted) = replica(&url).await;
+    assert_eq!(certificate_series(&restarted.metrics().await), before);
+    assert_eq!(sample(&restarted.metrics().await, &series), Some(2.0));
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn two_replicas_see_every_event_and_count_a_shared_delivery_once() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("replicas").await;
+    let (_a_dir, a) = replica(&url).await;
+    let (_b_dir, b) = replica(&url).await;
+    // Alternated between the replicas.
+    for i in 0..20 {
+        let body = payload(
+            OK,
+            1_700_000_000 + i,
+            9,
+            &format!("cert-{}", i % 5),
+            json!({}),
+        );
+        let target = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(target.post_event(&body).await.status, 200);
+    }
+    for i in 0..5 {
+        wait_for_successes(&a, "9", &format!("cert-{i}"), 4.0).await;
+        wait_for_successes(&b, "9", &format!("cert-{i}"), 4.0).await;
+    }
+    assert_eq!(
+        certificate_series(&a.metrics().await),
+        certificate_series(&b.metrics().await)
+    );
+
+    // The same delivery to both at once: stored once, one of them says duplicate.
+    let body = payload(OK, 1_700_001_000, 9, "shared", json!({}));
+    let (first, second) = tokio::join!(a.post_event(&body), b.post_event(&body));
+    let mut answers = [
+        first.json()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        second.json()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ];
+    answers.sort();
+    assert_eq!(answers, ["accepted", "duplicate"]);
+    wait_for_successes(&a, "9", "shared", 1.0).await;
+    wait_for_successes(&b, "9", "shared", 1.0).await;
+
+    // Forgetting on one replica forgets on both.
+    let auth = format!("Bearer {TOKEN}");
+    let deleted = request(
+        b.addr,
+        "DELETE",
+        "/api/v1/certificates/9/shared",
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let gone = cert_series("ssl_install_successes_total", "9", "shared");
+    for _ in 0..200 {
+        if sample(&a.metrics().await, &gone).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sample(&a.metrics().await, &gone), None);
+    assert_eq!(sample(&b.metrics().await, &gone), None);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_transaction_that_commits_late_is_not_skipped() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("late").await;
+    let (_dir, server) = replica(&url).await;
+    // A writer that took its id first and commits last, as a slow replica would.
+    let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let held = client.transaction().await.expect("begin");
+    let late = payload(OK, 1_700_000_000, 11, "late", json!({}));
+    held.execute(
+        "INSERT INTO cloud66_ssl_exporter_events \
+         (event_ts, digest, received_at, event_type, stack, name, payload) \
+         VALUES (1700000000, '\\x01', 1700000000, $1, '11', 'late', $2)",
+        &[&OK, &late],
+    )
+    .await
+    .expect("insert");
+    // Later events commit while it is open.
+    for i in 0..3 {
+        let body = payload(OK, 1_700_000_100 + i, 11, "early", json!({}));
+        assert_eq!(server.post_event(&body).await.status, 200);
+    }
+    held.commit().await.expect("commit");
+    wait_for_successes(&server, "11", "early", 3.0).await;
+    wait_for_successes(&server, "11", "late", 1.0).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_replica_uses_the_token_one_of_them_generated() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("token").await;
+    let config = PostgresConfig::from_url(&url).expect("valid URL");
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let mut servers = Vec::new();
+    for dir in &dirs {
+        let config = config.clone();
+        servers.push(
+            TestServer::start_with(dir.path(), |c| {
+                c.auth = WebhookAuth::Stored;
+                c.postgres = Some(config);
+            })
+            .await,
+        );
+    }
+    let token = pg
+        .sql(
+            "token",
+            "SELECT value FROM cloud66_ssl_exporter_meta WHERE key = 'webhook_token'",
+        )
+        .await;
+    assert_eq!(token.len(), 64, "{token}");
+    for server in &servers {
+        let body = payload(OK, 1_700_000_000, 3, "web", json!({}));
+        let reply = request(
+            server.addr,
+            "POST",
+            &format!("/webhook/{token}"),
+            &[],
+            &body,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    for server in servers {
+        server.stop().await;
+    }
+}
