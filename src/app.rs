@@ -65,7 +65,7 @@ impl App {
         let started_at = crate::now();
         let metrics = Metrics::new().map_err(StartError::Metrics)?;
         let opened = match &config.postgres {
-            Some(postgres) => open_postgres(&config, postgres).await?,
+            Some(postgres) => open_postgres(&config, postgres, &metrics).await?,
             None => open_sqlite(&config, &metrics).await?,
         };
         let Opened {
@@ -218,6 +218,7 @@ async fn open_sqlite(config: &AppConfig, metrics: &Metrics) -> Result<Opened, St
 async fn open_postgres(
     config: &AppConfig,
     postgres: &PostgresConfig,
+    metrics: &Metrics,
 ) -> Result<Opened, StartError> {
     let storage = |e: crate::store::postgres::PgError| {
         StartError::Storage(StoreError::Postgres(e.to_string()))
@@ -240,7 +241,12 @@ async fn open_postgres(
         replayed_events = opened.replayed,
         "storage opened"
     );
-    let store = Store::start_postgres(postgres, &opened, config.max_certificates);
+    metrics.set_storage_backend("postgres");
+    let observers = crate::store::postgres::Observers {
+        metrics: metrics.register_tail().map_err(StartError::Metrics)?,
+        deliveries: metrics.deliveries(),
+    };
+    let store = Store::start_postgres(postgres, &opened, config.max_certificates, observers);
     Ok(Opened {
         store,
         state: Arc::clone(&opened.state),

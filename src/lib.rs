@@ -40,6 +40,7 @@ mod store;
 
 pub use app::{App, StartError};
 pub use server::run;
+pub use store::postgres::{CopyReport, copy as copy_storage};
 pub use store::{DB_FILE, History, HistoryEvent, LOCK_FILE};
 
 /// The git revision this binary was built from (`unknown` outside a git checkout).

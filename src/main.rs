@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use cloud66_ssl_exporter::config::{self, CliOutcome, Settings};
+use cloud66_ssl_exporter::config::{
+    self, CliOutcome, CopySettings, LogFormat, LogSettings, Settings,
+};
 use cloud66_ssl_exporter::signal::shutdown_signal;
 use cloud66_ssl_exporter::{App, logging, run};
 use tokio::net::TcpListener;
@@ -20,6 +22,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let settings = match config::from_args() {
         CliOutcome::Run(settings) => settings,
+        CliOutcome::Copy(copy) => return copy_storage(copy),
         CliOutcome::Exit {
             code,
             output,
@@ -34,17 +37,49 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match runtime() {
+        Some(runtime) => runtime.block_on(serve(settings)),
+        None => ExitCode::FAILURE,
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
+        .inspect_err(|e| error!(error = %e, "cannot start the async runtime"))
+        .ok()
+}
+
+/// `storage copy`: copies, prints what it did, exits 0 (or 1 with the reason).
+fn copy_storage(copy: CopySettings) -> ExitCode {
+    logging::init(&LogSettings {
+        level: tracing::Level::INFO,
+        format: LogFormat::Logfmt,
+    });
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
-    runtime.block_on(serve(settings))
+    match runtime.block_on(cloud66_ssl_exporter::copy_storage(&copy.from, &copy.to)) {
+        Ok(report) if report.already_copied => {
+            info!(database = %copy.to.redacted, "the database already holds this store; nothing to do");
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            info!(
+                database = %copy.to.redacted,
+                events = report.events,
+                certificates = report.certificates,
+                token = report.token,
+                "copied"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = %e, "storage copy failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Opens the store, binds the listener and serves until a shutdown signal.

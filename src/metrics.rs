@@ -90,6 +90,54 @@ pub struct StorageMetrics {
     pub commit_failures: IntCounter,
 }
 
+/// The last delivery, shared: `last_webhook_timestamp_seconds` and what the pages show.
+#[derive(Clone)]
+pub struct Deliveries {
+    gauge: Gauge,
+    last: Arc<Mutex<Option<LastDelivery>>>,
+}
+
+impl Deliveries {
+    /// Keeps `delivery` unless a later one is already known.
+    pub fn note(&self, delivery: LastDelivery) {
+        // A panic elsewhere while holding the lock leaves a whole value: keep using it.
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.as_ref().is_some_and(|last| last.at > delivery.at) {
+            return;
+        }
+        self.gauge.set(delivery.at);
+        *last = Some(delivery);
+    }
+}
+
+/// The instruments of the PostgreSQL log tail, registered only with PostgreSQL storage
+/// (cheap to clone: they share their values).
+#[derive(Clone)]
+pub struct TailMetrics {
+    /// `storage_tail_lag_seconds`: how far this replica's state is behind the shared
+    /// event log, as the time between the arrival (`received_at`) of the newest event in
+    /// the log and that of the newest event this replica has applied; 0 when caught up.
+    lag: Gauge,
+}
+
+impl TailMetrics {
+    /// Creates the instruments (at 0: caught up) and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let lag = Gauge::with_opts(opts(
+            "storage_tail_lag_seconds",
+            "How far this replica's state is behind the shared event log: seconds between the arrival of the newest event in the log and that of the newest event applied here (0 when caught up). PostgreSQL storage only.",
+        ))?;
+        registry.register(Box::new(lag.clone()))?;
+        Ok(TailMetrics { lag })
+    }
+
+    /// Sets the lag in seconds; negative or not-a-number values (clock steps between
+    /// writers) are shown as 0.
+    pub fn set_lag(&self, seconds: f64) {
+        self.lag.set(if seconds > 0.0 { seconds } else { 0.0 });
+    }
+}
+
 /// Every self-metric, registered in a registry owned by the app (not a global).
 pub struct Metrics {
     /// The registry behind the self-metrics and the process metrics.
@@ -103,11 +151,13 @@ pub struct Metrics {
     last_webhook: Gauge,
     /// The same delivery with what it was, for the pages; moves with `last_webhook`.
     /// A plain mutex: held for a copy, never across `.await`.
-    last_delivery: Mutex<Option<LastDelivery>>,
+    last_delivery: Arc<Mutex<Option<LastDelivery>>>,
     /// Number of tracked certificates, set at scrape time.
     certificates: IntGauge,
     /// `--storage.max-certificates`, so alerts can warn before the limit bites.
     certificates_limit: IntGauge,
+    /// The storage backend in use, as its `backend` label; always 1.
+    storage_info: GaugeVec,
     /// The storage writer's instruments.
     pub storage: StorageMetrics,
 }
@@ -168,7 +218,18 @@ impl Metrics {
         registry.register(Box::new(certificates_limit.clone()))?;
         registry.register(Box::new(commit_duration.clone()))?;
         registry.register(Box::new(commit_failures.clone()))?;
+        let storage_info = GaugeVec::new(
+            opts(
+                "storage_info",
+                "Storage backend of this replica (sqlite or postgres); always 1.",
+            ),
+            &["backend"],
+        )?;
         registry.register(Box::new(build_info))?;
+        // The default backend until `set_storage_backend` says otherwise, so that the
+        // family is never missing.
+        storage_info.with_label_values(&["sqlite"]).set(1.0);
+        registry.register(Box::new(storage_info.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -178,9 +239,10 @@ impl Metrics {
             webhooks,
             webhook_children: std::array::from_fn(|_| OnceCell::new()),
             last_webhook,
-            last_delivery: Mutex::new(None),
+            last_delivery: Arc::new(Mutex::new(None)),
             certificates,
             certificates_limit,
+            storage_info,
             storage: StorageMetrics {
                 commit_duration,
                 commit_failures,
@@ -231,6 +293,20 @@ impl Metrics {
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
+    /// Records the storage backend in use (`"sqlite"` or `"postgres"`): the `backend`
+    /// label of `storage_info`, `sqlite` until this is called. Meant to be called once at
+    /// start; a later call replaces the backend, so the family never shows two.
+    pub fn set_storage_backend(&self, backend: &'static str) {
+        self.storage_info.reset();
+        self.storage_info.with_label_values(&[backend]).set(1.0);
+    }
+
+    /// Registers `storage_tail_lag_seconds`, which only PostgreSQL storage has (it
+    /// tails the shared event log); with SQLite the family is absent. Call once.
+    pub fn register_tail(&self) -> Result<TailMetrics, prometheus::Error> {
+        TailMetrics::register(&self.registry)
+    }
+
     /// Restores the time of the last delivery (read from storage at start), without
     /// knowing what it was.
     pub fn set_last_webhook(&self, at: f64) {
@@ -253,16 +329,16 @@ impl Metrics {
     /// Keeps `delivery` unless a later one is already known: concurrent requests may
     /// finish out of order, and the restored time must not hide a newer delivery.
     fn note_delivery(&self, delivery: LastDelivery) {
-        // A panic elsewhere while holding the lock leaves a whole value: keep using it.
-        let mut last = self
-            .last_delivery
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if last.as_ref().is_some_and(|last| last.at > delivery.at) {
-            return;
+        self.deliveries().note(delivery);
+    }
+
+    /// Where deliveries other replicas accepted are noted (PostgreSQL storage): the
+    /// newest of them all is this replica's last webhook too.
+    pub fn deliveries(&self) -> Deliveries {
+        Deliveries {
+            gauge: self.last_webhook.clone(),
+            last: Arc::clone(&self.last_delivery),
         }
-        self.last_webhook.set(delivery.at);
-        *last = Some(delivery);
     }
 
     /// The last authenticated, well-formed delivery, if any arrived (or was restored).
@@ -403,6 +479,31 @@ mod tests {
                 assert!(text.contains(&line), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn storage_backend_is_shown_once() {
+        let metrics = Metrics::new().expect("metrics");
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_info{backend=\"sqlite\"} 1"));
+        metrics.set_storage_backend("postgres");
+        let text = text(&metrics);
+        assert!(text.contains("cloud66_ssl_exporter_storage_info{backend=\"postgres\"} 1"));
+        assert!(!text.contains("backend=\"sqlite\""), "{text}");
+    }
+
+    #[test]
+    fn tail_lag_exists_only_once_registered() {
+        let metrics = Metrics::new().expect("metrics");
+        assert!(!text(&metrics).contains("storage_tail_lag_seconds"));
+        let tail = metrics.register_tail().expect("tail metrics");
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 0"));
+        tail.set_lag(12.5);
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 12.5"));
+        tail.set_lag(-3.0);
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 0"));
+        tail.set_lag(f64::NAN);
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 0"));
+        assert!(metrics.register_tail().is_err(), "registered twice");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cloud66_ssl_exporter::config::{PostgresConfig, WebhookAuth};
 use common::postgres::PgServer;
-use common::{TOKEN, TestServer, cert_series, payload, request, sample};
+use common::{TOKEN, TestServer, cert_series, certificate_series, payload, request, sample};
 use serde_json::json;
 
 const OK: &str = "ssl_certificate.install.ok";
@@ -23,18 +23,6 @@ async fn replica(url: &str) -> (tempfile::TempDir, TestServer) {
     })
     .await;
     (dir, server)
-}
-
-/// The per-certificate sample lines (`ssl_*`) of a scrape, sorted.
-fn certificate_series(metrics: &str) -> Vec<String> {
-    let mut lines: Vec<String> = metrics
-        .lines()
-        .filter(|line| line.starts_with("ssl_"))
-        .filter(|line| !line.starts_with("ssl_cert_days_until_expiry"))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
 }
 
 /// Waits (at most 10 s) until `server` counts `successes` install.ok for `name`.
@@ -229,4 +217,43 @@ async fn every_replica_uses_the_token_one_of_them_generated() {
     for server in servers {
         server.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_replica_reports_its_backend_its_lag_and_webhooks_another_one_took() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("observed").await;
+    let (_a_dir, a) = replica(&url).await;
+    let (_b_dir, b) = replica(&url).await;
+    let metrics = b.metrics().await;
+    assert!(metrics.contains("cloud66_ssl_exporter_storage_info{backend=\"postgres\"} 1"));
+    assert_eq!(
+        sample(&metrics, "cloud66_ssl_exporter_storage_tail_lag_seconds"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "cloud66_ssl_exporter_last_webhook_timestamp_seconds"
+        ),
+        Some(0.0)
+    );
+    let body = payload(OK, 1_700_000_000, 4, "web", json!({}));
+    assert_eq!(a.post_event(&body).await.status, 200);
+    wait_for_successes(&b, "4", "web", 1.0).await;
+    // b never received a webhook itself, but the cluster did: no "no webhooks" alert,
+    // and its page names what arrived.
+    let metrics = b.metrics().await;
+    let last = sample(
+        &metrics,
+        "cloud66_ssl_exporter_last_webhook_timestamp_seconds",
+    );
+    assert!(last.is_some_and(|at| at > 1_700_000_000.0), "{last:?}");
+    let page = request(b.addr, "GET", "/", &[], "").await.body;
+    assert!(
+        page.contains("<code>ssl_certificate.install.ok</code>, accepted"),
+        "{page}"
+    );
+    a.stop().await;
+    b.stop().await;
 }

@@ -9,6 +9,7 @@
 //! `--help`, which therefore documents every variable.
 
 mod cloud66;
+mod copy;
 mod flags;
 mod postgres;
 
@@ -24,6 +25,7 @@ use clap::ValueEnum;
 
 use flags::{PROGRAM, Parsed, env_vars, parse, usage_error};
 
+pub use copy::CopySettings;
 pub use postgres::{
     DEFAULT_POSTGRES_MAX_CONNECTIONS, PostgresConfig, PostgresTlsMode, redact_postgres_url,
 };
@@ -76,6 +78,8 @@ pub enum LogFormat {
 pub enum CliOutcome {
     /// Configuration is valid: start the exporter.
     Run(Settings),
+    /// `storage copy`: copy an embedded store into PostgreSQL, then exit.
+    Copy(CopySettings),
     /// Help, version or an error: print `output` (to stderr if `to_stderr`) and exit with `code`.
     Exit {
         /// Process exit code: 0 for help and version, 64 for bad configuration.
@@ -329,6 +333,9 @@ where
     let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     if args.is_empty() {
         args.push(PROGRAM.into());
+    }
+    if copy::is_storage_command(&args) {
+        return copy::parse(&args);
     }
     let parsed = match parse(&args, &env) {
         Ok(parsed) => parsed,

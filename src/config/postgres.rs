@@ -28,6 +28,10 @@ const MAX_POSTGRES_CONNECTIONS: u64 = 256;
 /// How long one connection attempt may take, unless the URL sets `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the writer retries a batch while the database is unreachable, by default:
+/// well inside Cloud66's 30 s webhook timeout.
+pub const DEFAULT_POSTGRES_RETRY_WINDOW: Duration = Duration::from_secs(20);
+
 /// What `pg_stat_activity` shows for our connections, unless the URL sets
 /// `application_name`.
 const APPLICATION_NAME: &str = "cloud66-ssl-exporter";
@@ -91,6 +95,10 @@ pub struct PostgresConfig {
     pub max_connections: usize,
     /// The URL as given with the password replaced by `***`: the form logs and pages show.
     pub redacted: String,
+    /// How long the writer retries a batch on fresh connections while the database is
+    /// unreachable before answering 503 (fixed at [`DEFAULT_POSTGRES_RETRY_WINDOW`];
+    /// shortened only by tests).
+    pub retry_window: Duration,
 }
 
 impl PostgresConfig {
@@ -158,6 +166,7 @@ impl PostgresConfig {
             root_certs,
             max_connections: DEFAULT_POSTGRES_MAX_CONNECTIONS,
             redacted: redact_postgres_url(url),
+            retry_window: DEFAULT_POSTGRES_RETRY_WINDOW,
         })
     }
 }
@@ -170,6 +179,7 @@ impl fmt::Debug for PostgresConfig {
             .field("root_cert_file", &self.root_cert_file)
             .field("root_certs", &self.root_certs.len())
             .field("max_connections", &self.max_connections)
+            .field("retry_window", &self.retry_window)
             .finish_non_exhaustive()
     }
 }
@@ -235,7 +245,7 @@ fn max_connections(value: u64) -> Result<usize, String> {
 }
 
 /// The URL in `path`, without trailing whitespace.
-fn read_url_file(path: &Path) -> Result<String, String> {
+pub(super) fn read_url_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {path:?}: {}", one_line(&e.to_string())))?;
     let url = text.trim_end();

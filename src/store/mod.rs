@@ -297,6 +297,7 @@ impl Store {
         config: &crate::config::PostgresConfig,
         opened: &postgres::Opened,
         max_certificates: usize,
+        observers: postgres::Observers,
     ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         let running = postgres::start(
@@ -306,6 +307,7 @@ impl Store {
             opened.position,
             max_certificates,
             jobs,
+            observers,
         );
         Store {
             queue: Mutex::new(Some(queue)),

@@ -200,6 +200,20 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The per-certificate sample lines (`ssl_*`) of a scrape, sorted, without
+/// `ssl_cert_days_until_expiry` (computed at scrape time): what two exporters holding
+/// the same state serve alike.
+pub fn certificate_series(metrics: &str) -> Vec<String> {
+    let mut lines: Vec<String> = metrics
+        .lines()
+        .filter(|line| line.starts_with("ssl_"))
+        .filter(|line| !line.starts_with("ssl_cert_days_until_expiry"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// `name{stack="..",name=".."}` for a per-certificate series.
 pub fn cert_series(metric: &str, stack: &str, name: &str) -> String {
     format!("{metric}{{stack=\"{stack}\",name=\"{name}\"}}")
@@ -215,8 +229,17 @@ impl Exporter {
     /// Starts the binary with `--storage.path storage` and `args`, and waits until it
     /// logs the address it listens on; the rest of its log is drained.
     pub async fn spawn(storage: &Path, args: &[&str]) -> Exporter {
-        let (exporter, mut log, _) = Self::spawn_logged(storage, args).await;
-        // Keep draining stderr so the child never blocks on a full pipe.
+        Self::drained(Self::spawn_logged(storage, args).await)
+    }
+
+    /// The same without `--storage.path`: `args` say where storage is, such as
+    /// `--storage.postgres.url`, which refuses `--storage.path` (exit 64).
+    pub async fn spawn_with_storage_args(args: &[&str]) -> Exporter {
+        Self::drained(Self::spawn_child(None, args).await)
+    }
+
+    /// Keeps draining stderr so the child never blocks on a full pipe.
+    fn drained((exporter, mut log, _): (Exporter, Log, Vec<String>)) -> Exporter {
         tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
         exporter
     }
@@ -225,9 +248,17 @@ impl Exporter {
     /// one, and the rest to read. The developer's Cloud66 API token variables are not
     /// passed on: a test's exporter never reaches the real API with them.
     pub async fn spawn_logged(storage: &Path, args: &[&str]) -> (Exporter, Log, Vec<String>) {
-        let mut child = tokio::process::Command::new(exporter_binary())
-            .arg("--web.listen-address=127.0.0.1:0")
-            .arg(format!("--storage.path={}", storage.display()))
+        Self::spawn_child(Some(storage), args).await
+    }
+
+    /// [`Exporter::spawn_logged`], with `--storage.path` only when `storage` is given.
+    async fn spawn_child(storage: Option<&Path>, args: &[&str]) -> (Exporter, Log, Vec<String>) {
+        let mut command = tokio::process::Command::new(exporter_binary());
+        command.arg("--web.listen-address=127.0.0.1:0");
+        if let Some(storage) = storage {
+            command.arg(format!("--storage.path={}", storage.display()));
+        }
+        let mut child = command
             .arg("--log.format=logfmt")
             .args(args)
             .stdin(Stdio::null())

@@ -17,6 +17,7 @@
 //! that every replica accepts the same URL.
 
 pub(crate) mod connect;
+mod copy;
 mod schema;
 mod tail;
 mod writer;
@@ -34,7 +35,8 @@ use crate::config::PostgresConfig;
 use crate::state::State;
 use tail::Tail;
 
-pub(crate) use tail::Position;
+pub use copy::{CopyReport, copy};
+pub(crate) use tail::{Observers, Position};
 
 /// `event_type` of the log entry that forgets a certificate (`DELETE` of the API).
 pub(crate) const FORGET_EVENT_TYPE: &str = "cloud66-ssl-exporter.forget";
@@ -54,6 +56,8 @@ pub(crate) enum PgError {
     Incompatible(i32),
     /// A job PostgreSQL storage does not do (the Cloud66 API reconciliation's).
     Unsupported,
+    /// An operation refused as it stands (why).
+    Refused(String),
 }
 
 impl fmt::Display for PgError {
@@ -64,6 +68,7 @@ impl fmt::Display for PgError {
                 None => write!(f, "PostgreSQL: {}", connect::describe(e)),
             },
             PgError::Pool(reason) => write!(f, "PostgreSQL connection: {reason}"),
+            PgError::Refused(reason) => f.write_str(reason),
             PgError::Unsupported => f.write_str(
                 "the Cloud66 API reconciliation is not available with PostgreSQL storage",
             ),
@@ -101,7 +106,7 @@ impl PgError {
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             PgError::Pool(_) => true,
-            PgError::Incompatible(_) | PgError::Unsupported => false,
+            PgError::Incompatible(_) | PgError::Unsupported | PgError::Refused(_) => false,
             PgError::Db(e) => match e.code() {
                 None => true,
                 Some(code) => {
@@ -223,11 +228,19 @@ pub(crate) fn start(
     position: Position,
     max_certificates: usize,
     jobs: mpsc::Receiver<Job>,
+    observers: Observers,
 ) -> Running {
-    let tail = Tail::new(pool.clone(), Arc::clone(&state), position);
+    let tail = Tail::new(pool.clone(), Arc::clone(&state), position).observed_by(observers);
     let handle = tail.handle();
     let tail = tokio::spawn(tail.run(config.clone()));
-    let writer = tokio::spawn(writer::run(pool, state, handle, max_certificates, jobs));
+    let writer = tokio::spawn(writer::run(
+        pool,
+        config.retry_window,
+        state,
+        handle,
+        max_certificates,
+        jobs,
+    ));
     Running { writer, tail }
 }
 

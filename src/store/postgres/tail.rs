@@ -25,6 +25,7 @@ use super::schema::LOCK_KEY;
 use super::{FORGET_EVENT_TYPE, PgError, connect};
 use crate::config::PostgresConfig;
 use crate::event::{CertInfo, EventKind};
+use crate::metrics::{Deliveries, LastDelivery, SeenDelivery, TailMetrics, WebhookResult};
 use crate::state::{CertKey, Certificate, State};
 use crate::store::database::Stored;
 
@@ -62,7 +63,7 @@ const COLUMNS: &str = "stack, name, expiry, expiry_event_ts, last_event_ts, inst
      info_ts, observed_ts, last_event_type";
 
 /// The events after a position that no running transaction can still add to.
-const NEXT_EVENTS: &str = "SELECT xid::text::bigint, id, event_type, stack, name, payload \
+const NEXT_EVENTS: &str = "SELECT xid::text::bigint, id, event_type, stack, name, payload, received_at \
      FROM cloud66_ssl_exporter_events \
      WHERE (xid, id) > ($1::bigint::text::xid8, $2) \
        AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -88,6 +89,16 @@ impl TailHandle {
     }
 }
 
+/// Where the tail reports: how far behind it is, and the newest delivery it applied
+/// (which may have reached another replica).
+#[derive(Clone)]
+pub(crate) struct Observers {
+    /// `storage_tail_lag_seconds`.
+    pub metrics: TailMetrics,
+    /// The last webhook, shared with the pages and `last_webhook_timestamp_seconds`.
+    pub deliveries: Deliveries,
+}
+
 /// The tail of one replica.
 pub(super) struct Tail {
     pool: Pool,
@@ -98,6 +109,9 @@ pub(super) struct Tail {
     wake: Arc<Notify>,
     applied: watch::Sender<Position>,
     last_snapshot: Instant,
+    /// Arrival of the newest event applied.
+    newest_applied: f64,
+    observers: Option<Observers>,
 }
 
 impl Tail {
@@ -111,7 +125,15 @@ impl Tail {
             wake: Arc::new(Notify::new()),
             applied: watch::Sender::new(position),
             last_snapshot: Instant::now(),
+            newest_applied: f64::NEG_INFINITY,
+            observers: None,
         }
+    }
+
+    /// The same, reporting to `observers`.
+    pub(super) fn observed_by(mut self, observers: Observers) -> Self {
+        self.observers = Some(observers);
+        self
     }
 
     /// The handle the writer keeps.
@@ -153,6 +175,7 @@ impl Tail {
             return Ok(0);
         }
         let mut changes: HashMap<CertKey, Option<Certificate>> = HashMap::new();
+        let mut newest_delivery: Option<(f64, &str)> = None;
         for row in &rows {
             let (event_type, stack, name): (&str, &str, &str) =
                 (row.get(2), row.get(3), row.get(4));
@@ -173,11 +196,48 @@ impl Tail {
                 xid: row.get(0),
                 id: row.get(1),
             };
+            let received_at: f64 = row.get(6);
+            if event_type != FORGET_EVENT_TYPE && received_at > self.newest_applied {
+                self.newest_applied = received_at;
+                newest_delivery = Some((received_at, event_type));
+            }
         }
         self.dirty.extend(changes.keys().cloned());
         self.state.apply(changes);
         self.applied.send_replace(self.position);
+        if let (Some(observers), Some((at, event_type))) = (&self.observers, newest_delivery) {
+            observers.deliveries.note(LastDelivery {
+                at,
+                seen: Some(SeenDelivery {
+                    event_type: Some(event_type.to_owned()),
+                    result: WebhookResult::Accepted,
+                }),
+            });
+        }
         Ok(rows.len())
+    }
+
+    /// Sets the lag: from the newest applied event's arrival to the newest committed
+    /// event's (0 when that one is applied).
+    async fn measure_lag(&self) -> Result<(), PgError> {
+        let Some(observers) = &self.observers else {
+            return Ok(());
+        };
+        let client = self.pool.get().await?;
+        let newest: Option<f64> = client
+            .query_opt(
+                "SELECT received_at FROM cloud66_ssl_exporter_events ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await?
+            .map(|row| row.get(0));
+        // Before this replica applied anything it started from the snapshot, caught up.
+        let lag = match newest {
+            Some(newest) if self.newest_applied.is_finite() => newest - self.newest_applied,
+            _ => 0.0,
+        };
+        observers.metrics.set_lag(lag);
+        Ok(())
     }
 
     /// Runs until aborted: reads the log whenever woken, at least every [`POLL`], and
@@ -217,6 +277,9 @@ impl Tail {
                 tracing::warn!(error = %e, "cannot read the event log; retrying");
                 tokio::time::sleep(POLL).await;
                 continue;
+            }
+            if let Err(e) = self.measure_lag().await {
+                tracing::debug!(error = %e, "cannot measure the tail's lag");
             }
             if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY && !self.dirty.is_empty() {
                 self.last_snapshot = Instant::now();
@@ -301,7 +364,7 @@ async fn snapshot_position(client: &tokio_postgres::Transaction<'_>) -> Result<P
 }
 
 /// Writes `certs` into the snapshot table in one statement.
-async fn upsert(
+pub(super) async fn upsert(
     tx: &tokio_postgres::Transaction<'_>,
     certs: &[&Certificate],
 ) -> Result<(), PgError> {

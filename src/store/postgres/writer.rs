@@ -1,10 +1,13 @@
 //! The writer of a PostgreSQL store: takes every queued job, writes them in one
 //! transaction and commits once (group commit), then wakes the tail and answers. An
 //! event is answered only after its transaction committed; while the database is
-//! briefly gone the batch is retried on fresh connections for [`RETRY_WINDOW`], well
-//! inside Cloud66's 30 s timeout, and then answered with an error (503). Retrying a
-//! batch whose commit may have happened is safe: events are inserted with
-//! `ON CONFLICT DO NOTHING` on their dedup key, so a second try finds them stored.
+//! briefly gone the batch is retried on fresh connections, each job for the retry
+//! window (`PostgresConfig::retry_window`: 20 s, well inside Cloud66's 30 s timeout)
+//! from when the writer took it, and then answered with an error (503). Jobs queued
+//! during the retries join the batch with windows of their own, so none waits for
+//! another's window before its own starts. Retrying a batch whose commit may have
+//! happened is safe: events are inserted with `ON CONFLICT DO NOTHING` on their dedup
+//! key, so a second try finds them stored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +23,6 @@ use crate::store::{Forgotten, Job, Outcome, Recorded, StoreError};
 /// Jobs written in one transaction at most.
 const MAX_BATCH: usize = 512;
 
-/// How long a batch is retried while the database is unreachable.
-const RETRY_WINDOW: Duration = Duration::from_secs(20);
-
 /// How long an answer waits for the tail to apply the batch (so the answering replica
 /// shows the event at once); the event is committed either way.
 const APPLY_WAIT: Duration = Duration::from_secs(1);
@@ -33,46 +33,42 @@ const INSERT_EVENT: &str = "INSERT INTO cloud66_ssl_exporter_events \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_ts, digest) DO NOTHING \
      RETURNING xid::text::bigint, id";
 
-/// Runs until the queue is closed and drained.
+/// Runs until the queue is closed and drained. While the database is unreachable, a
+/// job is retried for `retry_window` at most (plus the try under way).
 pub(super) async fn run(
     pool: Pool,
+    retry_window: Duration,
     state: Arc<State>,
     mut tail: TailHandle,
     max_certificates: usize,
     mut jobs: mpsc::Receiver<Job>,
 ) {
     while let Some(first) = jobs.recv().await {
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            if matches!(job, Job::Observe { .. } | Job::Stack { .. }) {
-                // Refused at configuration: the reconciliation needs one writer per
-                // cluster, which PostgreSQL storage does not elect yet.
-                job.answer(Err(StoreError::Write(
-                    "the Cloud66 API reconciliation is not available with PostgreSQL storage"
-                        .into(),
-                )));
-            } else {
-                batch.push(job);
-            }
-            if batch.len() < MAX_BATCH {
-                next = jobs.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
+        let mut batch = Batch::default();
+        batch.admit(first, retry_window);
+        batch.take_queued(&mut jobs, retry_window);
+        if batch.jobs.is_empty() {
             continue;
         }
-        let deadline = Instant::now() + RETRY_WINDOW;
         let mut backoff = Duration::from_millis(50);
         let written = loop {
-            match write(&pool, &state, max_certificates, &batch).await {
+            match write(&pool, &state, max_certificates, &batch.jobs).await {
                 Ok(written) => break Ok(written),
-                Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
-                    tracing::warn!(error = %e, jobs = batch.len(), "storage write failed; retrying");
+                Err(e) if e.is_transient() => {
+                    // Each job has its own window, from when the writer took it: answer
+                    // those whose window ends before the next try, retry the others
+                    // with what was queued meanwhile (which would otherwise wait for
+                    // this batch's window before starting its own).
+                    batch.expire(Instant::now() + backoff, &e);
+                    if batch.jobs.is_empty() {
+                        break Err(None);
+                    }
+                    tracing::warn!(error = %e, jobs = batch.jobs.len(), "storage write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                    batch.take_queued(&mut jobs, retry_window);
                 }
-                Err(e) => break Err(e),
+                Err(e) => break Err(Some(e)),
             }
         };
         match written {
@@ -81,15 +77,67 @@ pub(super) async fn run(
                     tail.wake();
                     tail.wait_for(newest, APPLY_WAIT).await;
                 }
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                for (job, outcome) in batch.jobs.into_iter().zip(outcomes) {
                     job.answer(Ok(outcome));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "storage write failed");
-                for job in batch {
+            Err(None) => {}
+            Err(Some(e)) => {
+                tracing::error!(error = %e, jobs = batch.jobs.len(), "storage write failed");
+                for job in batch.jobs {
                     job.answer(Err(StoreError::Write(e.to_string())));
                 }
+            }
+        }
+    }
+}
+
+/// The jobs of one transaction, each with the end of its retry window.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    deadlines: Vec<Instant>,
+}
+
+impl Batch {
+    /// Adds `job`, retried for `retry_window` from now; or refuses it.
+    fn admit(&mut self, job: Job, retry_window: Duration) {
+        if matches!(job, Job::Observe { .. } | Job::Stack { .. }) {
+            // Refused at configuration: the reconciliation needs one writer per
+            // cluster, which PostgreSQL storage does not elect yet.
+            job.answer(Err(StoreError::Write(
+                "the Cloud66 API reconciliation is not available with PostgreSQL storage".into(),
+            )));
+        } else {
+            self.jobs.push(job);
+            self.deadlines.push(Instant::now() + retry_window);
+        }
+    }
+
+    /// Adds the queued jobs, up to [`MAX_BATCH`].
+    fn take_queued(&mut self, jobs: &mut mpsc::Receiver<Job>, retry_window: Duration) {
+        while self.jobs.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => self.admit(job, retry_window),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Answers `error` to the jobs whose window ends before `next_try`, and drops them.
+    fn expire(&mut self, next_try: Instant, error: &PgError) {
+        if self.deadlines.iter().all(|deadline| *deadline > next_try) {
+            return;
+        }
+        tracing::error!(error = %error, "storage write failed for the whole retry window");
+        let jobs = std::mem::take(&mut self.jobs);
+        let deadlines = std::mem::take(&mut self.deadlines);
+        for (job, deadline) in jobs.into_iter().zip(deadlines) {
+            if deadline > next_try {
+                self.jobs.push(job);
+                self.deadlines.push(deadline);
+            } else {
+                job.answer(Err(StoreError::Write(error.to_string())));
             }
         }
     }
