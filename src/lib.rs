@@ -39,7 +39,7 @@ mod server;
 mod store;
 
 pub use app::{App, StartError};
-pub use server::run;
+pub use server::{run, while_starting};
 pub use store::postgres::{CopyReport, copy as copy_storage};
 pub use store::{DB_FILE, History, HistoryEvent, LOCK_FILE};
 

@@ -3,13 +3,15 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use cloud66_ssl_exporter::config::{
     self, CliOutcome, CopySettings, LogFormat, LogSettings, Settings,
 };
 use cloud66_ssl_exporter::signal::shutdown_signal;
-use cloud66_ssl_exporter::{App, logging, run};
+use cloud66_ssl_exporter::{App, logging, run, while_starting};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
 /// jemalloc: webhook handlers allocate what the storage writer thread frees, a pattern
@@ -82,22 +84,35 @@ fn copy_storage(copy: CopySettings) -> ExitCode {
     }
 }
 
-/// Opens the store, binds the listener and serves until a shutdown signal.
+/// Binds the listener, opens the store (answering 503 meanwhile, `/healthz` 200: with
+/// PostgreSQL a replica may start before its database and waits for it) and serves
+/// until a shutdown signal.
 async fn serve(settings: Settings) -> ExitCode {
-    let app = match App::open(settings.app).await {
-        Ok(app) => app,
-        Err(e) => {
-            error!(error = %e, "cannot open storage");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Before "listening": a SIGTERM from then on must be a clean stop.
+    // Before binding: a SIGTERM from then on must be a clean stop.
     let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let listener = match TcpListener::bind(settings.listen).await {
         Ok(listener) => listener,
         Err(e) => {
             error!(error = %e, address = %settings.listen, "cannot listen");
             return ExitCode::FAILURE;
+        }
+    };
+    let tls = settings
+        .app
+        .tls
+        .as_ref()
+        .map(|tls| TlsAcceptor::from(Arc::clone(&tls.server)));
+    let opening = App::open(settings.app);
+    let app = match while_starting(&listener, tls, opening, shutdown.as_mut()).await {
+        Some(Ok(app)) => app,
+        Some(Err(e)) => {
+            error!(error = %e, "cannot open storage");
+            return ExitCode::FAILURE;
+        }
+        None => {
+            info!("stopped before storage was open");
+            return ExitCode::SUCCESS;
         }
     };
     match listener.local_addr() {

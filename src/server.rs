@@ -90,6 +90,67 @@ pub async fn run(
     Ok(())
 }
 
+/// Waits for `opening` (the app opening its storage, which with PostgreSQL waits for the
+/// database) while answering on `listener`: `/healthz` 200 (the process is alive) and
+/// everything else 503, each answer closing its connection so that none outlives the
+/// start. Returns what `opening` gave, or `None` when `shutdown` came first.
+pub async fn while_starting<T>(
+    listener: &TcpListener,
+    tls: Option<TlsAcceptor>,
+    opening: impl Future<Output = T>,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<T> {
+    tokio::pin!(opening);
+    // Few clients probe a starting exporter; keep their connections few too.
+    let slots = Arc::new(Semaphore::new(16));
+    loop {
+        tokio::select! {
+            opened = &mut opening => return Some(opened),
+            () = &mut shutdown => return None,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    continue; // dropped: the client retries
+                };
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => serve_starting(stream).await,
+                        Some(tls) => {
+                            let handshake = tls.accept(stream);
+                            if let Ok(Ok(stream)) =
+                                tokio::time::timeout(Duration::from_secs(10), handshake).await
+                            {
+                                serve_starting(stream).await;
+                            }
+                        }
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+/// One connection while starting: one answer, then close.
+async fn serve_starting<S>(stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+        Ok::<_, std::convert::Infallible>(crate::http::starting(request.uri().path()))
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(false);
+    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+}
+
 /// One accepted connection and what it holds until it closes.
 struct Connection {
     /// The application serving its requests.

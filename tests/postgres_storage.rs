@@ -257,3 +257,55 @@ async fn a_replica_reports_its_backend_its_lag_and_webhooks_another_one_took() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_started_before_its_database_waits_and_says_it_is_not_ready() {
+    let pg = PgServer::start().await;
+    let url = pg.create_database("later").await;
+    pg.stop_fast().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("--web.listen-address=127.0.0.1:{port}");
+    let storage = format!("--storage.postgres.url={url}");
+    let token = format!("--webhook.token={TOKEN}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud66-ssl-exporter"))
+        .args([&listen, &storage, &token, "--log.level=warn"])
+        .env_remove("CLOUD66_SSL_EXPORTER_STORAGE_PATH")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // Alive but not ready, and webhooks are refused, not acknowledged, meanwhile.
+    let mut alive = None;
+    for _ in 0..200 {
+        if let Ok(reply) = common::try_request(addr, "GET", "/healthz", &[], Vec::new()).await {
+            alive = Some(reply.status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alive, Some(200));
+    assert_eq!(request(addr, "GET", "/readyz", &[], "").await.status, 503);
+    let body = payload(OK, 1_700_000_000, 8, "web", json!({}));
+    let early = request(addr, "POST", &format!("/webhook/{TOKEN}"), &[], &body).await;
+    assert_eq!(early.status, 503, "{}", early.body);
+
+    pg.start_again().await;
+    let mut ready = false;
+    for _ in 0..400 {
+        if request(addr, "GET", "/readyz", &[], "").await.status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "never ready after the database came up");
+    let reply = request(addr, "POST", &format!("/webhook/{TOKEN}"), &[], &body).await;
+    assert_eq!(reply.json()["status"], "accepted", "{}", reply.body);
+    child.kill().await.expect("kill");
+}

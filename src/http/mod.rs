@@ -174,6 +174,22 @@ pub(super) fn response(
     response
 }
 
+/// The answer to any request while the exporter is still opening its storage:
+/// `/healthz` is alive, everything else is not ready yet (503, as JSON like every error).
+pub(crate) fn starting(path: &str) -> HttpResponse {
+    if path == "/healthz" {
+        return response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            b"ok\n".to_vec(),
+        );
+    }
+    HttpError::Unavailable(
+        "starting: storage is not open yet (waiting for the database)".to_owned(),
+    )
+    .into_response()
+}
+
 /// Serves one request; never fails (errors become responses).
 pub async fn handle(
     app: App,
