@@ -309,3 +309,25 @@ async fn a_replica_started_before_its_database_waits_and_says_it_is_not_ready() 
     assert_eq!(reply.json()["status"], "accepted", "{}", reply.body);
     child.kill().await.expect("kill");
 }
+
+#[tokio::test]
+async fn a_database_written_by_a_newer_version_is_refused() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("newer").await;
+    let (_dir, server) = replica(&url).await;
+    server.stop().await;
+    pg.sql(
+        "newer",
+        "UPDATE cloud66_ssl_exporter_meta SET value = '99' WHERE key = 'schema_version'",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = cloud66_ssl_exporter::config::AppConfig::new(dir.path());
+    config.postgres = Some(PostgresConfig::from_url(&url).expect("valid URL"));
+    let refused = cloud66_ssl_exporter::App::open(config).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("schema version 99") && message.contains("use a newer exporter"),
+        "{message}"
+    );
+}
