@@ -223,6 +223,10 @@ async fn open_postgres(
     let storage = |e: crate::store::postgres::PgError| {
         StartError::Storage(StoreError::Postgres(e.to_string()))
     };
+    if config.cloud66.is_some() {
+        // Also refused on the command line; this is for embedders.
+        return Err(storage(crate::store::postgres::PgError::Unsupported));
+    }
     let opened = crate::store::postgres::open(postgres)
         .await
         .map_err(storage)?;

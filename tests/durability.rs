@@ -24,10 +24,10 @@ fn stable_lines(metrics: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn restart_restores_state_and_counters_exactly() {
+both_backends!(restart_restores_state_and_counters_exactly);
+async fn restart_restores_state_and_counters_exactly(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on(backend, dir.path()).await;
     for body in [INSTALL_OK, EXPIRE_SOON, INSTALL_FAIL] {
         assert_eq!(server.post_event(body).await.status, 200);
     }
@@ -46,10 +46,13 @@ async fn restart_restores_state_and_counters_exactly() {
         &before,
         "cloud66_ssl_exporter_last_webhook_timestamp_seconds",
     );
-    server.stop().await;
-
-    let server = TestServer::start(dir.path()).await;
+    let server = server.restart().await;
     let after = server.metrics().await;
+    let backend = format!(
+        "cloud66_ssl_exporter_storage_info{{backend=\"{}\"}}",
+        backend.label()
+    );
+    assert_eq!(sample(&after, &backend), Some(1.0), "{after}");
     assert_eq!(stable_lines(&before), stable_lines(&after));
     assert_eq!(
         sample(&after, "cloud66_ssl_exporter_certificates"),

@@ -41,19 +41,19 @@
 
 mod common;
 
+use common::e2e::{fast_rules, free_port, now, percent_encode, rfc3339, root};
 use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66};
 use common::{dashboards, tool};
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const RULES: &str = "alerts/cloud66-ssl-exporter.rules.yml";
 const ALERTMANAGER_EXAMPLE: &str = "examples/alertmanager.yml";
 const JOB: &str = "cloud66-ssl-exporter";
 const RUNBOOK_URL_PREFIX: &str =
@@ -143,47 +143,6 @@ impl Drop for Processes {
     }
 }
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port that was free a moment ago (the small race is acceptable in tests).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Unix seconds as RFC 3339 UTC (`2024-02-01T00:00:00Z`).
-fn rfc3339(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(DAY), unix.rem_euclid(DAY));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 // ---------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 client (one request per connection, `Connection: close`).
 // ---------------------------------------------------------------------------------------
@@ -265,18 +224,6 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 fn get(port: u16, path: &str) -> std::io::Result<Response> {
     http("GET", port, path, "", b"")
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -631,24 +578,7 @@ fn alerts_and_dashboards_work_end_to_end() {
     procs.spawn("alertmanager", am);
 
     // --- Prometheus, with the shipped rules (for: shortened) --------------------------
-    let rules = std::fs::read_to_string(root().join(RULES)).unwrap();
-    let mut shortened = 0;
-    let fast_rules: String = rules
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("for: ") {
-                shortened += 1;
-                format!("{}for: 1s\n", &line[..line.len() - trimmed.len()])
-            } else {
-                format!("{line}\n")
-            }
-        })
-        .collect();
-    assert_eq!(
-        shortened, ALERT_RULES,
-        "expected a `for:` per alert, rewrote {shortened}"
-    );
+    let fast_rules = fast_rules(ALERT_RULES);
     std::fs::write(dir.join("rules.yml"), fast_rules).unwrap();
     let prom_port = free_port();
     std::fs::write(

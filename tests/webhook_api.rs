@@ -10,9 +10,9 @@ const OK: &str = "ssl_certificate.install.ok";
 const FAIL: &str = "ssl_certificate.install.fail";
 const SOON: &str = "ssl_certificate.expire.soon";
 
-async fn server() -> (tempfile::TempDir, TestServer) {
+async fn server(backend: Backend) -> (tempfile::TempDir, TestServer) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on(backend, dir.path()).await;
     (dir, server)
 }
 
@@ -23,9 +23,9 @@ fn received(metrics: &str, event_type: &str, result: &str) -> f64 {
     sample(metrics, &series).unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn documented_payloads_update_the_certificate() {
-    let (_dir, server) = server().await;
+both_backends!(documented_payloads_update_the_certificate);
+async fn documented_payloads_update_the_certificate(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     for fixture in [INSTALL_OK, EXPIRE_SOON, INSTALL_FAIL] {
         let reply = server.post_event(fixture).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -65,9 +65,9 @@ async fn documented_payloads_update_the_certificate() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn first_seen_failing_has_counters_at_zero_and_no_expiry() {
-    let (_dir, server) = server().await;
+both_backends!(first_seen_failing_has_counters_at_zero_and_no_expiry);
+async fn first_seen_failing_has_counters_at_zero_and_no_expiry(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let body = payload(
         FAIL,
         100,
@@ -91,9 +91,9 @@ async fn first_seen_failing_has_counters_at_zero_and_no_expiry() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn tolerated_variants_are_accepted_and_normalised() {
-    let (_dir, server) = server().await;
+both_backends!(tolerated_variants_are_accepted_and_normalised);
+async fn tolerated_variants_are_accepted_and_normalised(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let variants = [
         // stack_id as a numeric string, status as an integer, ssl_termination as a string.
         json!({"timestamp": 10, "event_type": OK, "ssl_certificate": {
@@ -128,9 +128,9 @@ async fn tolerated_variants_are_accepted_and_normalised() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn other_event_types_are_acknowledged_and_ignored() {
-    let (_dir, server) = server().await;
+both_backends!(other_event_types_are_acknowledged_and_ignored);
+async fn other_event_types_are_acknowledged_and_ignored(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let body = json!({"timestamp": 1, "event_type": "stack.redeploy.ok", "stack": {"name": "x"}});
     let reply = server.post_event(&body.to_string()).await;
     assert_eq!(
@@ -144,9 +144,9 @@ async fn other_event_types_are_acknowledged_and_ignored() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn invalid_payloads_get_400_naming_the_field() {
-    let (_dir, server) = server().await;
+both_backends!(invalid_payloads_get_400_naming_the_field);
+async fn invalid_payloads_get_400_naming_the_field(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let cases = [
         ("{not json", "malformed JSON"),
         ("[1, 2]", "malformed JSON"),
@@ -196,10 +196,10 @@ async fn invalid_payloads_get_400_naming_the_field() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn too_large_bodies_get_413() {
+both_backends!(too_large_bodies_get_413);
+async fn too_large_bodies_get_413(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_with(dir.path(), |c| {
+    let server = TestServer::start_on_with(backend, dir.path(), |c| {
         c.auth = cloud66_ssl_exporter::config::WebhookAuth::Disabled;
         c.max_body_bytes = 64;
     })
@@ -213,9 +213,9 @@ async fn too_large_bodies_get_413() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn newest_event_wins_and_late_events_are_counted_without_rollback() {
-    let (_dir, server) = server().await;
+both_backends!(newest_event_wins_and_late_events_are_counted_without_rollback);
+async fn newest_event_wins_and_late_events_are_counted_without_rollback(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let ok = payload(
         OK,
         2_000,
@@ -250,9 +250,9 @@ async fn newest_event_wins_and_late_events_are_counted_without_rollback() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_same_delivery_twice_is_counted_once() {
-    let (_dir, server) = server().await;
+both_backends!(the_same_delivery_twice_is_counted_once);
+async fn the_same_delivery_twice_is_counted_once(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let first = server.post_event(INSTALL_OK).await;
     // Same fields and values, other key order and white space: the same delivery.
     let value: serde_json::Value = serde_json::from_str(INSTALL_OK).expect("json");
@@ -275,9 +275,9 @@ async fn the_same_delivery_twice_is_counted_once() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn every_token_form_is_accepted_and_anything_else_is_401() {
-    let (_dir, server) = server().await;
+both_backends!(every_token_form_is_accepted_and_anything_else_is_401);
+async fn every_token_form_is_accepted_and_anything_else_is_401(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let body = |ts| payload(OK, ts, 5, "auth", json!({}));
     let basic = format!("Basic {}", base64_encode(&format!("cloud66:{TOKEN}")));
     let bearer = format!("Bearer {TOKEN}");
@@ -352,9 +352,9 @@ fn base64_encode(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-#[tokio::test]
-async fn unknown_paths_and_methods() {
-    let (_dir, server) = server().await;
+both_backends!(unknown_paths_and_methods);
+async fn unknown_paths_and_methods(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let reply = request(server.addr, "GET", "/nope", &[], "").await;
     assert_eq!(
         (reply.status, reply.json()),
@@ -373,9 +373,9 @@ async fn unknown_paths_and_methods() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn health_readiness_and_landing_page() {
-    let (_dir, server) = server().await;
+both_backends!(health_readiness_and_landing_page);
+async fn health_readiness_and_landing_page(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     assert_eq!(
         request(server.addr, "GET", "/healthz", &[], "")
             .await
@@ -399,9 +399,9 @@ async fn health_readiness_and_landing_page() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn events_that_cannot_be_stored_get_503_and_are_not_counted() {
-    let (_dir, server) = server().await;
+both_backends!(events_that_cannot_be_stored_get_503_and_are_not_counted);
+async fn events_that_cannot_be_stored_get_503_and_are_not_counted(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     assert_eq!(server.post_event(INSTALL_OK).await.status, 200);
     // Closing storage is what shutdown does; afterwards nothing can be made durable.
     server.app.close().await;
@@ -452,9 +452,9 @@ fn unix_now() -> f64 {
     elapsed.as_secs() as f64
 }
 
-#[tokio::test]
-async fn bodies_that_are_not_ssl_events_are_ignored_and_counted() {
-    let (_dir, server) = server().await;
+both_backends!(bodies_that_are_not_ssl_events_are_ignored_and_counted);
+async fn bodies_that_are_not_ssl_events_are_ignored_and_counted(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     assert_eq!(last_webhook(&server.metrics().await), 0.0);
     let sent_after = unix_now();
     // Cloud66 does not document its test button's body: anything that is not an SSL
@@ -482,9 +482,9 @@ async fn bodies_that_are_not_ssl_events_are_ignored_and_counted() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn what_is_or_claims_to_be_an_ssl_event_stays_strict() {
-    let (_dir, server) = server().await;
+both_backends!(what_is_or_claims_to_be_an_ssl_event_stays_strict);
+async fn what_is_or_claims_to_be_an_ssl_event_stays_strict(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let cases = [
         (
             r#"{"ssl_certificate":{"stack_id":1,"name":"x"}}"#,
@@ -518,9 +518,9 @@ async fn what_is_or_claims_to_be_an_ssl_event_stays_strict() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn unauthenticated_test_bodies_are_still_401() {
-    let (_dir, server) = server().await;
+both_backends!(unauthenticated_test_bodies_are_still_401);
+async fn unauthenticated_test_bodies_are_still_401(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     for path in ["/webhook", "/webhook/wrong-token-0123456789"] {
         for body in ["{}", ""] {
             let reply = request(server.addr, "POST", path, &[], body).await;
@@ -557,9 +557,9 @@ fn assert_ready_page(reply: &Reply, what: &str) {
     assert_eq!(reply.header("referrer-policy"), "no-referrer", "{what}");
 }
 
-#[tokio::test]
-async fn the_webhook_url_opened_with_its_token_says_it_is_ready() {
-    let (_dir, server) = server().await;
+both_backends!(the_webhook_url_opened_with_its_token_says_it_is_ready);
+async fn the_webhook_url_opened_with_its_token_says_it_is_ready(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let bearer = format!("Bearer {TOKEN}");
     let path = format!("/webhook/{TOKEN}");
     let query = format!("/webhook?token={TOKEN}");
@@ -611,9 +611,9 @@ async fn the_webhook_url_opened_with_its_token_says_it_is_ready() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_webhook_url_without_the_right_token_is_refused() {
-    let (_dir, server) = server().await;
+both_backends!(the_webhook_url_without_the_right_token_is_refused);
+async fn the_webhook_url_without_the_right_token_is_refused(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     for (method, path, headers) in [
         ("GET", "/webhook/wrong-token-0123456789", &[][..]),
         ("HEAD", "/webhook/wrong-token-0123456789", &[][..]),
@@ -646,10 +646,10 @@ async fn the_webhook_url_without_the_right_token_is_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn without_authentication_the_plain_webhook_url_says_it_is_ready() {
+both_backends!(without_authentication_the_plain_webhook_url_says_it_is_ready);
+async fn without_authentication_the_plain_webhook_url_says_it_is_ready(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_with(dir.path(), |c| {
+    let server = TestServer::start_on_with(backend, dir.path(), |c| {
         c.auth = cloud66_ssl_exporter::config::WebhookAuth::Disabled;
     })
     .await;
@@ -660,10 +660,9 @@ async fn without_authentication_the_plain_webhook_url_says_it_is_ready() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_landing_page_shows_the_last_delivery() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+both_backends!(the_landing_page_shows_the_last_delivery);
+async fn the_landing_page_shows_the_last_delivery(backend: Backend) {
+    let (_dir, server) = server(backend).await;
     let page = request(server.addr, "GET", "/", &[], "").await.body;
     assert!(page.contains("<dt>Last webhook</dt>"), "{page}");
     assert!(page.contains("id=\"no-webhook\""), "{page}");
@@ -687,10 +686,9 @@ async fn the_landing_page_shows_the_last_delivery() {
         page.contains("<code>ssl_certificate.install.ok</code>, accepted"),
         "{page}"
     );
-    server.stop().await;
 
     // Storage keeps when the newest event arrived, not what the last delivery was.
-    let server = TestServer::start(dir.path()).await;
+    let server = server.restart().await;
     let page = request(server.addr, "GET", "/", &[], "").await.body;
     assert!(page.contains("What it was is not known"), "{page}");
     assert!(last_webhook(&server.metrics().await) > 0.0);

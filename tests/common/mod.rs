@@ -4,6 +4,7 @@
 
 pub mod chromium;
 pub mod dashboards;
+pub mod e2e;
 pub mod fake_cloud66;
 pub mod fleet;
 pub mod postgres;
@@ -15,7 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloud66_ssl_exporter::config::{AppConfig, WebhookAuth};
+use cloud66_ssl_exporter::config::{AppConfig, PostgresConfig, WebhookAuth};
 use cloud66_ssl_exporter::{App, run};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
@@ -33,11 +34,71 @@ pub const EXPIRE_SOON: &str = include_str!("../fixtures/cloud66/expire-soon.json
 pub const INSTALL_OK: &str = include_str!("../fixtures/cloud66/install-ok.json");
 pub const INSTALL_FAIL: &str = include_str!("../fixtures/cloud66/install-fail.json");
 
+/// Where a [`TestServer`] keeps its state: the tests of the webhook contract run on both
+/// (see [`both_backends!`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded database in the storage directory.
+    Sqlite,
+    /// A fresh database of its own on the test binary's shared PostgreSQL server
+    /// ([`postgres::PgServer::shared`]).
+    Postgres,
+}
+
+impl Backend {
+    /// Its name in metrics: the `backend` label of `cloud66_ssl_exporter_storage_info`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A PostgreSQL database of one [`TestServer`] (see [`TestServer::start_on`]).
+#[derive(Clone, Debug)]
+pub struct Database {
+    /// Its name on [`postgres::PgServer::shared`], for `PgServer::sql`.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl Database {
+    /// A new database on the shared server, named after the running test (its thread)
+    /// and unique in this test binary (process id and a counter).
+    pub async fn create() -> Database {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("test");
+        let test = test.rsplit_once("::").map_or(test, |(test, _backend)| test);
+        // PostgreSQL truncates names at 63 bytes: keep the unique tail whole.
+        let test: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        let name = format!("{test}_{}_{serial}", std::process::id());
+        let url = postgres::PgServer::shared()
+            .await
+            .create_database(&name)
+            .await;
+        Database { name, url }
+    }
+}
+
 /// The exporter running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub storage: PathBuf,
     pub app: App,
+    /// Which storage it uses.
+    pub backend: Backend,
+    /// With [`Backend::Postgres`] from [`TestServer::start_on`], its database.
+    pub database: Option<Database>,
+    /// The configuration it was opened with, for [`TestServer::restart`].
+    config: AppConfig,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -45,17 +106,69 @@ pub struct TestServer {
 impl TestServer {
     /// Starts on 127.0.0.1:0 with storage in `storage` and authentication by [`TOKEN`].
     pub async fn start(storage: &Path) -> TestServer {
-        Self::start_with(storage, |config| {
+        Self::start_on(Backend::Sqlite, storage).await
+    }
+
+    /// Starts with the configuration adjusted by `adjust`.
+    pub async fn start_with(storage: &Path, adjust: impl FnOnce(&mut AppConfig)) -> TestServer {
+        Self::start_on_with(Backend::Sqlite, storage, adjust).await
+    }
+
+    /// [`TestServer::start`] on `backend`: with [`Backend::Postgres`], on a new database
+    /// of its own (`storage` is then only the unused storage path).
+    pub async fn start_on(backend: Backend, storage: &Path) -> TestServer {
+        Self::start_on_with(backend, storage, |config| {
             config.auth = WebhookAuth::Token(TOKEN.into())
         })
         .await
     }
 
-    /// Starts with the configuration adjusted by `adjust`.
-    pub async fn start_with(storage: &Path, adjust: impl FnOnce(&mut AppConfig)) -> TestServer {
+    /// [`TestServer::start_with`] on `backend`; `adjust` sees `postgres` already set.
+    pub async fn start_on_with(
+        backend: Backend,
+        storage: &Path,
+        adjust: impl FnOnce(&mut AppConfig),
+    ) -> TestServer {
         let mut config = AppConfig::new(storage);
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let database = Database::create().await;
+                config.postgres = Some(PostgresConfig::from_url(&database.url).expect("valid URL"));
+                Some(database)
+            }
+        };
         adjust(&mut config);
-        let app = App::open(config).await.expect("app opens");
+        let mut server = Self::open(config).await;
+        server.database = database;
+        server
+    }
+
+    /// Stops gracefully and starts again on the same storage (the same directory or
+    /// PostgreSQL database) with the same configuration, on a new port.
+    pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestServer::restart`] with the configuration adjusted by `adjust`.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut AppConfig)) -> TestServer {
+        let mut config = self.config.clone();
+        let database = self.database.take();
+        self.stop().await;
+        adjust(&mut config);
+        let mut server = Self::open(config).await;
+        server.database = database;
+        server
+    }
+
+    /// Opens the app with `config` and serves it on 127.0.0.1:0.
+    async fn open(config: AppConfig) -> TestServer {
+        let storage = config.storage_path.clone();
+        let backend = match config.postgres {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
+        };
+        let app = App::open(config.clone()).await.expect("app opens");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (shutdown, stop) = oneshot::channel::<()>();
@@ -64,8 +177,11 @@ impl TestServer {
         }));
         TestServer {
             addr,
-            storage: storage.to_owned(),
+            storage,
             app,
+            backend,
+            database: None,
+            config,
             shutdown: Some(shutdown),
             task: Some(task),
         }
@@ -93,6 +209,36 @@ impl TestServer {
         reply.body
     }
 }
+
+/// Runs each named test on both backends: for `async fn name(backend: Backend)`,
+/// `both_backends!(name);` adds module `name` with the tests `name::sqlite` and
+/// `name::postgres` (`cargo test name` runs both, `cargo test ::postgres` every
+/// PostgreSQL variant). The body stays an ordinary function, formatted and checked as
+/// such; one that is never registered is dead code, which the lints refuse.
+/// `both_backends! { async fn name(backend: Backend) { ... } }` does both at once.
+#[allow(unused_macros)] // not every crate that includes this module uses it
+macro_rules! both_backends {
+    ($(#[$attr:meta])* async fn $test:ident($backend:ident: Backend) $body:block) => {
+        $(#[$attr])*
+        async fn $test($backend: $crate::common::Backend) $body
+        $crate::common::both_backends!($test);
+    };
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test($crate::common::Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$test($crate::common::Backend::Postgres).await
+            }
+        }
+    )+};
+}
+#[allow(unused_imports)] // not every crate that includes this module uses it
+pub(crate) use both_backends;
 
 /// An HTTP answer.
 #[derive(Debug)]
