@@ -331,3 +331,76 @@ async fn a_database_written_by_a_newer_version_is_refused() {
         "{message}"
     );
 }
+
+/// Waits (at most 10 s) until `sql` answers `expected` in database `db`.
+async fn wait_for_sql(pg: &PgServer, db: &str, sql: &str, expected: &str) {
+    for _ in 0..200 {
+        if pg.sql(db, sql).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{sql} did not answer {expected:?}: {:?}",
+        pg.sql(db, sql).await
+    );
+}
+
+#[tokio::test]
+async fn restarts_from_the_snapshot_count_every_event_once_even_after_a_write_cut_short() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("snapshot").await;
+    let mut config = PostgresConfig::from_url(&url).expect("valid URL");
+    config.snapshot_interval = Duration::from_millis(100);
+    let start = |config: PostgresConfig| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = TestServer::start_with(dir.path(), |c| {
+            c.auth = WebhookAuth::Token(TOKEN.into());
+            c.postgres = Some(config);
+        })
+        .await;
+        (dir, server)
+    };
+    let (_dir, server) = start(config.clone()).await;
+    let mut ts = 1_700_000_000;
+    let mut post = async |count: usize, certs: usize| {
+        for i in 0..count {
+            ts += 1;
+            let body = payload(OK, ts, 12, &format!("cert-{}", i % certs), json!({}));
+            assert_eq!(server.post_event(&body).await.status, 200);
+        }
+    };
+    post(20, 5).await;
+    // Rows and the stored position catch up with the log.
+    let caught_up = "SELECT (SELECT value FROM cloud66_ssl_exporter_meta WHERE key = 'snapshot_id') \
+         = (SELECT max(id)::text FROM cloud66_ssl_exporter_events)";
+    wait_for_sql(pg, "snapshot", caught_up, "t").await;
+    post(9, 3).await;
+    wait_for_sql(pg, "snapshot", caught_up, "t").await;
+    let before = certificate_series(&server.metrics().await);
+    assert_eq!(
+        sample(
+            &server.metrics().await,
+            &cert_series("ssl_install_successes_total", "12", "cert-0")
+        ),
+        Some(7.0)
+    );
+    server.stop().await;
+
+    // From the snapshot alone: nothing replayed twice.
+    let (_dir, again) = start(config.clone()).await;
+    assert_eq!(certificate_series(&again.metrics().await), before);
+    again.stop().await;
+
+    // As if the last write had stopped before its position was stored: every row is
+    // ahead of it, and the whole log is read again, but not applied to them again.
+    pg.sql(
+        "snapshot",
+        "UPDATE cloud66_ssl_exporter_meta SET value = '0' \
+         WHERE key IN ('snapshot_xid', 'snapshot_id')",
+    )
+    .await;
+    let (_dir, cut) = start(config).await;
+    assert_eq!(certificate_series(&cut.metrics().await), before);
+    cut.stop().await;
+}

@@ -99,6 +99,9 @@ pub struct PostgresConfig {
     /// unreachable before answering 503 (fixed at [`DEFAULT_POSTGRES_RETRY_WINDOW`];
     /// shortened only by tests).
     pub retry_window: Duration,
+    /// How often a replica writes the certificates it changed into the snapshot (10 s;
+    /// shortened only by tests).
+    pub snapshot_interval: Duration,
 }
 
 impl PostgresConfig {
@@ -167,6 +170,7 @@ impl PostgresConfig {
             max_connections: DEFAULT_POSTGRES_MAX_CONNECTIONS,
             redacted: redact_postgres_url(url),
             retry_window: DEFAULT_POSTGRES_RETRY_WINDOW,
+            snapshot_interval: Duration::from_secs(10),
         })
     }
 }
@@ -180,6 +184,7 @@ impl fmt::Debug for PostgresConfig {
             .field("root_certs", &self.root_certs.len())
             .field("max_connections", &self.max_connections)
             .field("retry_window", &self.retry_window)
+            .field("snapshot_interval", &self.snapshot_interval)
             .finish_non_exhaustive()
     }
 }

@@ -177,7 +177,7 @@ async fn write(
         .await?;
     let certs: Vec<&crate::state::Certificate> = certificates.iter().collect();
     for chunk in certs.chunks(CHUNK) {
-        upsert(&tx, chunk).await?;
+        upsert(&tx, chunk, position).await?;
     }
     tx.execute(
         "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES \

@@ -165,7 +165,7 @@ pub(crate) async fn open(config: &PostgresConfig) -> Result<Opened, PgError> {
 async fn prepare(pool: &Pool) -> Result<Opened, PgError> {
     let mut client = pool.get().await?;
     schema::migrate(&mut client).await?;
-    let (certificates, position) = tail::load_snapshot(&mut client).await?;
+    let snapshot = tail::load_snapshot(&mut client).await?;
     let last_received = client
         .query_opt(
             "SELECT received_at FROM cloud66_ssl_exporter_events ORDER BY id DESC LIMIT 1",
@@ -174,8 +174,11 @@ async fn prepare(pool: &Pool) -> Result<Opened, PgError> {
         .await?
         .map(|row| row.get::<_, f64>(0));
     drop(client);
-    let state = Arc::new(State::new(certificates));
-    let mut tail = Tail::new(pool.clone(), Arc::clone(&state), position);
+    let state = Arc::new(State::new(snapshot.certificates));
+    // Every event up to the rows' own positions is committed, so this catch-up passes
+    // them all: the tail that runs afterwards needs no floors.
+    let mut tail =
+        Tail::new(pool.clone(), Arc::clone(&state), snapshot.position).with_floors(snapshot.floors);
     let replayed = tail.catch_up().await?;
     let position = tail.position();
     Ok(Opened {

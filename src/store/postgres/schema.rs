@@ -9,16 +9,17 @@
 //! oldest transaction still running cannot (see `tail`). The dedup key is the one the
 //! embedded store uses: the payload timestamp and the digest of the delivery.
 //!
-//! `certificates` is the snapshot one replica at a time writes (under an advisory lock):
-//! every row includes every event up to the position in `meta` (`snapshot_xid`,
-//! `snapshot_id`), so a replica starts from it and tails the log after it.
+//! `certificates` is the snapshot replicas write: every row includes every event up to
+//! the position in `meta` (`snapshot_xid`, `snapshot_id`), and up to its own position
+//! (`position_xid`, `position_id`, never behind it), so a replica starts from it and
+//! tails the log after it, skipping for a row the events its position includes.
 
 use tokio_postgres::Client;
 
 use super::PgError;
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory locks this exporter takes (`pg_advisory_xact_lock(KEY, n)`):
 /// ASCII "c66s".
@@ -73,6 +74,14 @@ CREATE TABLE cloud66_ssl_exporter_certificates (
 );
 ";
 
+/// From version 1: each snapshot row carries the log position it includes, so the
+/// snapshot can be written in short transactions, by several replicas at once.
+const VERSION_2: &str = "
+ALTER TABLE cloud66_ssl_exporter_certificates
+    ADD COLUMN position_xid bigint NOT NULL DEFAULT 0,
+    ADD COLUMN position_id  bigint NOT NULL DEFAULT 0;
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
     let tx = client.transaction().await?;
@@ -101,7 +110,11 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
     };
     match version {
         SCHEMA_VERSION => return Ok(()),
-        0 => tx.batch_execute(VERSION_1).await?,
+        0 => {
+            tx.batch_execute(VERSION_1).await?;
+            tx.batch_execute(VERSION_2).await?;
+        }
+        1 => tx.batch_execute(VERSION_2).await?,
         found if found > SCHEMA_VERSION => return Err(PgError::Incompatible(found)),
         found => return Err(PgError::Incompatible(found)),
     }

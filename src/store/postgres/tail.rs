@@ -44,9 +44,6 @@ const BATCH: i64 = 5_000;
 /// The longest the tail sleeps without a wake-up.
 pub(super) const POLL: Duration = Duration::from_millis(500);
 
-/// How often a replica tries to write the snapshot, when something changed.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
-
 /// The lock class of snapshot writing (with [`LOCK_KEY`]).
 const SNAPSHOT_LOCK: i32 = 2;
 
@@ -99,6 +96,10 @@ pub(crate) struct Observers {
     pub deliveries: Deliveries,
 }
 
+/// A snapshot write in progress: how many rows it wrote, or why not and which keys to
+/// write again.
+type SnapshotTask = tokio::task::JoinHandle<Result<usize, (PgError, Vec<CertKey>)>>;
+
 /// The tail of one replica.
 pub(super) struct Tail {
     pool: Pool,
@@ -112,6 +113,8 @@ pub(super) struct Tail {
     /// Arrival of the newest event applied.
     newest_applied: f64,
     observers: Option<Observers>,
+    /// Snapshot rows ahead of the start position: their events up to there are in them.
+    floors: HashMap<CertKey, Position>,
 }
 
 impl Tail {
@@ -127,7 +130,14 @@ impl Tail {
             last_snapshot: Instant::now(),
             newest_applied: f64::NEG_INFINITY,
             observers: None,
+            floors: HashMap::new(),
         }
+    }
+
+    /// The same, not applying again to a row the events up to its own position.
+    pub(super) fn with_floors(mut self, floors: HashMap<CertKey, Position>) -> Self {
+        self.floors = floors;
+        self
     }
 
     /// The same, reporting to `observers`.
@@ -180,7 +190,13 @@ impl Tail {
             let (event_type, stack, name): (&str, &str, &str) =
                 (row.get(2), row.get(3), row.get(4));
             let key = CertKey::new(stack, name);
-            if event_type == FORGET_EVENT_TYPE {
+            let at = Position {
+                xid: row.get(0),
+                id: row.get(1),
+            };
+            if self.floors.get(&key).is_some_and(|floor| at <= *floor) {
+                // Already in the snapshot row this replica started from.
+            } else if event_type == FORGET_EVENT_TYPE {
                 changes.insert(key, None);
             } else if let Some(stored) = Stored::parse(event_type, row.get(5)) {
                 let state = &self.state;
@@ -192,10 +208,7 @@ impl Tail {
                 let id: i64 = row.get(1);
                 tracing::warn!(id, event_type, "a stored event no longer parses; skipped");
             }
-            self.position = Position {
-                xid: row.get(0),
-                id: row.get(1),
-            };
+            self.position = at;
             let received_at: f64 = row.get(6);
             if event_type != FORGET_EVENT_TYPE && received_at > self.newest_applied {
                 self.newest_applied = received_at;
@@ -241,10 +254,11 @@ impl Tail {
     }
 
     /// Runs until aborted: reads the log whenever woken, at least every [`POLL`], and
-    /// writes the snapshot every [`SNAPSHOT_EVERY`] when this replica has changes and
-    /// gets the lock.
+    /// every `snapshot_interval` (10 s) hands the certificates it changed to a task that
+    /// writes them into the snapshot.
     pub(super) async fn run(mut self, config: PostgresConfig) {
         let mut notifications = None;
+        let mut snapshot: Option<SnapshotTask> = None;
         let mut next_listen = Instant::now();
         loop {
             if notifications.is_none() && Instant::now() >= next_listen {
@@ -281,66 +295,104 @@ impl Tail {
             if let Err(e) = self.measure_lag().await {
                 tracing::debug!(error = %e, "cannot measure the tail's lag");
             }
-            if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY && !self.dirty.is_empty() {
-                self.last_snapshot = Instant::now();
-                match self.write_snapshot().await {
-                    Ok(written) => tracing::debug!(written, "snapshot"),
-                    Err(e) => tracing::warn!(error = %e, "cannot write the snapshot"),
+            if snapshot
+                .as_ref()
+                .is_some_and(tokio::task::JoinHandle::is_finished)
+                && let Some(task) = snapshot.take()
+            {
+                match task.await {
+                    Ok(Ok(written)) => tracing::debug!(written, "snapshot"),
+                    Ok(Err((e, keys))) => {
+                        tracing::warn!(error = %e, "cannot write the snapshot");
+                        self.dirty.extend(keys);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "the snapshot task failed"),
                 }
+            }
+            if snapshot.is_none()
+                && self.last_snapshot.elapsed() >= config.snapshot_interval
+                && !self.dirty.is_empty()
+            {
+                self.last_snapshot = Instant::now();
+                snapshot = Some(tokio::spawn(self.snapshot_job()));
             }
         }
     }
 
-    /// Writes the certificates changed since this replica last did, and its position,
-    /// unless another replica is writing or has written a newer position. Returns how
-    /// many rows it wrote.
-    async fn write_snapshot(&mut self) -> Result<usize, PgError> {
-        let mut client = self.pool.get().await?;
+    /// The certificates changed since this replica last wrote the snapshot, copied as
+    /// of its position, and the job that writes them; the tail goes on meanwhile. A job
+    /// that fails hands its keys back, to be written next time.
+    fn snapshot_job(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<usize, (PgError, Vec<CertKey>)>> + use<> {
+        let keys: Vec<CertKey> = self.dirty.drain().collect();
+        let mut present = Vec::new();
+        let mut gone = Vec::new();
+        for key in &keys {
+            match self.state.get_key(key) {
+                Some(cert) => present.push(cert),
+                None => gone.push(key.clone()),
+            }
+        }
+        let (pool, position) = (self.pool.clone(), self.position);
+        async move {
+            write_snapshot(&pool, &present, &gone, position)
+                .await
+                .map_err(|e| (e, keys))
+        }
+    }
+}
+
+/// Writes `present` and deletes `gone` in the snapshot as of `position`, in short
+/// transactions (a long one would hold back every replica's tail: its id bounds what
+/// they may read), then moves the snapshot's position forward to `position`. Each row
+/// carries the position it includes and is only replaced by a newer one, so replicas
+/// may write at once and a write cut short leaves rows ahead of the stored position,
+/// which a restore does not apply again (see [`load_snapshot`]). Returns the rows
+/// written.
+async fn write_snapshot(
+    pool: &Pool,
+    present: &[Arc<Certificate>],
+    gone: &[CertKey],
+    position: Position,
+) -> Result<usize, PgError> {
+    let mut client = pool.get().await?;
+    for chunk in present.chunks(SNAPSHOT_CHUNK) {
         let tx = client.transaction().await?;
-        let locked: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock($1, $2)",
-                &[&LOCK_KEY, &SNAPSHOT_LOCK],
-            )
-            .await?
-            .get(0);
-        if !locked || snapshot_position(&tx).await? >= self.position {
-            return Ok(0);
-        }
-        let keys: Vec<CertKey> = self.dirty.iter().cloned().collect();
-        let (present, gone): (Vec<_>, Vec<_>) = keys
-            .iter()
-            .map(|key| (key, self.state.get_key(key)))
-            .partition(|(_, cert)| cert.is_some());
-        for chunk in present.chunks(SNAPSHOT_CHUNK) {
-            let certs: Vec<&Certificate> = chunk.iter().filter_map(|(_, c)| c.as_deref()).collect();
-            upsert(&tx, &certs).await?;
-        }
-        for chunk in gone.chunks(SNAPSHOT_CHUNK) {
-            let stacks: Vec<&str> = chunk.iter().map(|(key, _)| key.stack()).collect();
-            let names: Vec<&str> = chunk.iter().map(|(key, _)| key.name()).collect();
-            tx.execute(
+        let certs: Vec<&Certificate> = chunk.iter().map(|cert| &**cert).collect();
+        upsert(&tx, &certs, position).await?;
+        tx.commit().await?;
+    }
+    for chunk in gone.chunks(SNAPSHOT_CHUNK) {
+        let stacks: Vec<&str> = chunk.iter().map(CertKey::stack).collect();
+        let names: Vec<&str> = chunk.iter().map(CertKey::name).collect();
+        client
+            .execute(
                 "DELETE FROM cloud66_ssl_exporter_certificates c USING \
                  unnest($1::text[], $2::text[]) AS gone(stack, name) \
-                 WHERE c.stack = gone.stack AND c.name = gone.name",
-                &[&stacks, &names],
+                 WHERE c.stack = gone.stack AND c.name = gone.name \
+                   AND (c.position_xid, c.position_id) < ($3, $4)",
+                &[&stacks, &names, &position.xid, &position.id],
             )
             .await?;
-        }
+    }
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_KEY, &SNAPSHOT_LOCK],
+    )
+    .await?;
+    if snapshot_position(&tx).await? < position {
         tx.execute(
             "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES \
              ('snapshot_xid', $1), ('snapshot_id', $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[
-                &self.position.xid.to_string(),
-                &self.position.id.to_string(),
-            ],
+            &[&position.xid.to_string(), &position.id.to_string()],
         )
         .await?;
-        tx.commit().await?;
-        self.dirty.clear();
-        Ok(keys.len())
     }
+    tx.commit().await?;
+    Ok(present.len() + gone.len())
 }
 
 /// The position the snapshot rows include.
@@ -367,6 +419,7 @@ async fn snapshot_position(client: &tokio_postgres::Transaction<'_>) -> Result<P
 pub(super) async fn upsert(
     tx: &tokio_postgres::Transaction<'_>,
     certs: &[&Certificate],
+    position: Position,
 ) -> Result<(), PgError> {
     let text = |f: fn(&Certificate) -> Option<&str>| -> Vec<Option<&str>> {
         certs.iter().map(|c| f(c)).collect()
@@ -384,12 +437,14 @@ pub(super) async fn upsert(
     let names: Vec<&str> = certs.iter().map(|c| c.name.as_str()).collect();
     let failing: Vec<bool> = certs.iter().map(|c| c.install_failing).collect();
     let sql = format!(
-        "INSERT INTO cloud66_ssl_exporter_certificates ({COLUMNS}) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::float8[], \
-           $6::bool[], $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], \
-           $12::text[], $13::text[], $14::int8[], $15::int8[], $16::int8[], $17::float8[], \
-           $18::float8[], $19::text[]) \
-         ON CONFLICT (stack, name) DO UPDATE SET ({COLUMNS}) = ROW(excluded.*)"
+        "INSERT INTO cloud66_ssl_exporter_certificates AS c ({COLUMNS}, position_xid, position_id) \
+         SELECT *, $20::int8, $21::int8 FROM unnest($1::text[], $2::text[], $3::float8[], \
+           $4::float8[], $5::float8[], $6::bool[], $7::float8[], $8::text[], $9::text[], \
+           $10::text[], $11::text[], $12::text[], $13::text[], $14::int8[], $15::int8[], \
+           $16::int8[], $17::float8[], $18::float8[], $19::text[]) \
+         ON CONFLICT (stack, name) DO UPDATE SET ({COLUMNS}, position_xid, position_id) = \
+           ROW(excluded.*) \
+         WHERE (c.position_xid, c.position_id) < (excluded.position_xid, excluded.position_id)"
     );
     tx.execute(
         &sql,
@@ -413,17 +468,17 @@ pub(super) async fn upsert(
             &real(|c| c.info_ts),
             &real(|c| c.observed_ts),
             &text(|c| c.last_event_type.map(EventKind::event_type)),
+            &position.xid,
+            &position.id,
         ],
     )
     .await?;
     Ok(())
 }
 
-/// The snapshot: every certificate row and the position they include, read in one
-/// consistent transaction.
-pub(super) async fn load_snapshot(
-    client: &mut Client,
-) -> Result<(Vec<Certificate>, Position), PgError> {
+/// The snapshot: every certificate row, the position they all include, and the rows
+/// ahead of it, read in one consistent transaction.
+pub(super) async fn load_snapshot(client: &mut Client) -> Result<Snapshot, PgError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -433,7 +488,9 @@ pub(super) async fn load_snapshot(
     let position = snapshot_position(&tx).await?;
     let rows = tx
         .query(
-            &format!("SELECT {COLUMNS} FROM cloud66_ssl_exporter_certificates"),
+            &format!(
+                "SELECT {COLUMNS}, position_xid, position_id FROM cloud66_ssl_exporter_certificates"
+            ),
             &[],
         )
         .await?;
@@ -468,5 +525,32 @@ pub(super) async fn load_snapshot(
                 .and_then(EventKind::from_event_type),
         })
         .collect();
-    Ok((certificates, position))
+    // Rows a write cut short (or a replica ahead) left beyond the stored position.
+    let floors = rows
+        .iter()
+        .map(|row| {
+            let floor = Position {
+                xid: row.get(19),
+                id: row.get(20),
+            };
+            (CertKey::new(row.get(0), row.get(1)), floor)
+        })
+        .filter(|(_, floor)| *floor > position)
+        .collect();
+    Ok(Snapshot {
+        certificates,
+        position,
+        floors,
+    })
+}
+
+/// The snapshot a replica starts from.
+pub(super) struct Snapshot {
+    /// Every certificate row.
+    pub certificates: Vec<Certificate>,
+    /// Every row includes every event up to here.
+    pub position: Position,
+    /// Rows that include events beyond `position`, up to their own position: those
+    /// events are not applied to them again.
+    pub floors: HashMap<CertKey, Position>,
 }
