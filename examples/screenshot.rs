@@ -17,7 +17,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::fake_cloud66::FakeCloud66;
-use common::{TOKEN, TestServer, chromium, fleet};
+use common::{TestServer, chromium, fleet};
 
 /// Cloud66 stack names for the fleet's stack ids, in ascending id order.
 const STACK_NAMES: &[&str] = &[
@@ -85,11 +85,8 @@ async fn main() {
             );
         }
     }
-    let server = TestServer::start_with(storage.path(), |config| {
-        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
-        let mut cloud66 = common::sync::config(&fake);
+    let server = common::sync::start(storage.path(), &fake, |cloud66| {
         cloud66.stack_ids = stack_ids;
-        config.cloud66 = Some(cloud66);
     })
     .await;
     let status = common::sync::first_sync(&server).await;
@@ -110,7 +107,7 @@ async fn main() {
 
     let base = format!("http://{}", server.addr);
     let page = out.join("status-page.png");
-    chromium::screenshot(&format!("{base}/"), &page, 1280, 2480).await;
+    chromium::screenshot(&format!("{base}/"), &page, 1280, 2600).await;
     eprintln!("wrote {}", page.display());
     let detail = out.join("certificate-detail.png");
     let url = format!(

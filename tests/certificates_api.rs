@@ -388,12 +388,7 @@ async fn a_certificate_known_only_from_the_api_is_listed_with_its_stack_name() {
         )],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let cloud66 = common::sync::config(&fake);
-    let server = TestServer::start_with(dir.path(), |config| {
-        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
-        config.cloud66 = Some(cloud66);
-    })
-    .await;
+    let server = common::sync::start(dir.path(), &fake, |_| {}).await;
     common::sync::first_sync(&server).await;
     let reply = request(
         server.addr,

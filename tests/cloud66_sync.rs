@@ -7,9 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cloud66_ssl_exporter::config::{AppConfig, Cloud66Config};
+use cloud66_ssl_exporter::config::Cloud66Config;
 use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66, Fault, Route};
-use common::sync::{config, first_sync, status, sync_now};
+use common::sync::{first_sync, start, status, sync_now};
 use common::{Exporter, Log, TOKEN, TestServer, cert_series, payload, request, sample};
 use serde_json::{Value, json};
 
@@ -25,31 +25,6 @@ fn in_days(days: f64) -> String {
 /// A certificate object: installed (status 3) Let's Encrypt, expiring in `days`.
 fn cert(uuid: &str, name: &str, days: f64) -> Value {
     FakeCloud66::certificate(uuid, name, name, json!(3), Some(&in_days(days)), true)
-}
-
-/// Starts the exporter reconciling with `fake`, adjusted by `adjust`.
-async fn start(
-    dir: &std::path::Path,
-    fake: &FakeCloud66,
-    adjust: impl FnOnce(&mut Cloud66Config),
-) -> TestServer {
-    start_with(dir, fake, adjust, |_| {}).await
-}
-
-async fn start_with(
-    dir: &std::path::Path,
-    fake: &FakeCloud66,
-    adjust: impl FnOnce(&mut Cloud66Config),
-    app: impl FnOnce(&mut AppConfig),
-) -> TestServer {
-    let mut cloud66 = config(fake);
-    adjust(&mut cloud66);
-    TestServer::start_with(dir, |config| {
-        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
-        config.cloud66 = Some(cloud66);
-        app(config);
-    })
-    .await
 }
 
 /// Days left of a certificate, or `None` if it has no such series.

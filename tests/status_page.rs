@@ -1214,12 +1214,7 @@ async fn stack_names_from_the_cloud66_api_are_shown_next_to_the_stack_id() {
         )],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let cloud66 = common::sync::config(&fake);
-    let server = TestServer::start_with(dir.path(), |config| {
-        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
-        config.cloud66 = Some(cloud66);
-    })
-    .await;
+    let server = common::sync::start(dir.path(), &fake, |_| {}).await;
     common::sync::first_sync(&server).await;
     let fleet = fleet::seed(server.addr, false).await;
 

@@ -364,16 +364,7 @@ impl Database {
     /// The stored webhook token, generating and storing one first if there is none.
     /// Returns the token and whether it was generated now.
     pub fn webhook_token(&self) -> Result<(String, bool), StoreError> {
-        let stored: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'webhook_token'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|source| self.open_error(source))?;
-        if let Some(token) = stored {
+        if let Some(token) = self.stored_token()? {
             return Ok((token, false));
         }
         let token = generate_token().map_err(|e| StoreError::Write(e.to_string()))?;
@@ -384,6 +375,18 @@ impl Database {
             )
             .map_err(|source| self.open_error(source))?;
         Ok((token, true))
+    }
+
+    /// The webhook token stored in the database, if one was ever generated.
+    pub fn stored_token(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'webhook_token'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|source| self.open_error(source))
     }
 
     fn open_error(&self, source: rusqlite::Error) -> StoreError {

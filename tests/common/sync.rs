@@ -34,6 +34,21 @@ pub fn config(fake: &FakeCloud66) -> Cloud66Config {
     config
 }
 
+/// Starts the exporter (with [`TOKEN`]) reconciling with `fake`, adjusted by `adjust`.
+pub async fn start(
+    dir: &std::path::Path,
+    fake: &FakeCloud66,
+    adjust: impl FnOnce(&mut Cloud66Config),
+) -> TestServer {
+    let mut cloud66 = config(fake);
+    adjust(&mut cloud66);
+    TestServer::start_with(dir, |config| {
+        config.auth = cloud66_ssl_exporter::config::WebhookAuth::Token(TOKEN.into());
+        config.cloud66 = Some(cloud66);
+    })
+    .await
+}
+
 /// `GET /api/v1/sync`.
 pub async fn status(server: &TestServer) -> Value {
     let reply = request(server.addr, "GET", "/api/v1/sync", &[], "").await;

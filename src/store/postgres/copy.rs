@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rusqlite::params;
 
-use super::tail::{Position, upsert};
+use super::tail::{Position, store_snapshot_position, upsert};
 use super::{PgError, connect, schema};
 use crate::config::PostgresConfig;
 use crate::store::{Database, StoreError};
@@ -51,7 +51,7 @@ pub async fn copy(from: &Path, to: &PostgresConfig) -> Result<CopyReport, StoreE
     let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let db = Database::open(&from)?;
         let restored = db.restore()?;
-        let read_events = || -> rusqlite::Result<(Vec<Row>, Option<String>)> {
+        let read_events = || -> rusqlite::Result<Vec<Row>> {
             let mut stmt = db.conn.prepare(
                 "SELECT event_ts, digest, received_at, event_type, stack, name, payload \
                  FROM events ORDER BY id",
@@ -69,17 +69,10 @@ pub async fn copy(from: &Path, to: &PostgresConfig) -> Result<CopyReport, StoreE
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let token = db
-                .conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'webhook_token'",
-                    [],
-                    |row| row.get(0),
-                )
-                .ok();
-            Ok((rows, token))
+            Ok(rows)
         };
-        let (rows, token) = read_events().map_err(|e| StoreError::Read(e.to_string()))?;
+        let rows = read_events().map_err(|e| StoreError::Read(e.to_string()))?;
+        let token = db.stored_token()?;
         Ok((restored.certificates, rows, token))
     })
     .await
@@ -179,13 +172,7 @@ async fn write(
     for chunk in certs.chunks(CHUNK) {
         upsert(&tx, chunk, position).await?;
     }
-    tx.execute(
-        "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES \
-         ('snapshot_xid', $1), ('snapshot_id', $2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        &[&position.xid.to_string(), &position.id.to_string()],
-    )
-    .await?;
+    store_snapshot_position(&tx, position).await?;
     let token_copied = match token {
         Some(token) => {
             tx.execute(

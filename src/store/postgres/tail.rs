@@ -259,6 +259,7 @@ impl Tail {
     pub(super) async fn run(mut self, config: PostgresConfig) {
         let mut notifications = None;
         let mut snapshot: Option<SnapshotTask> = None;
+        let mut lag_measured: Option<Instant> = None;
         let mut next_listen = Instant::now();
         loop {
             if notifications.is_none() && Instant::now() >= next_listen {
@@ -292,8 +293,12 @@ impl Tail {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            if let Err(e) = self.measure_lag().await {
-                tracing::debug!(error = %e, "cannot measure the tail's lag");
+            // A query of its own: at most once a poll, not after every commit.
+            if lag_measured.is_none_or(|at| at.elapsed() >= POLL) {
+                lag_measured = Some(Instant::now());
+                if let Err(e) = self.measure_lag().await {
+                    tracing::debug!(error = %e, "cannot measure the tail's lag");
+                }
             }
             if snapshot
                 .as_ref()
@@ -383,16 +388,25 @@ async fn write_snapshot(
     )
     .await?;
     if snapshot_position(&tx).await? < position {
-        tx.execute(
-            "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES \
-             ('snapshot_xid', $1), ('snapshot_id', $2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            &[&position.xid.to_string(), &position.id.to_string()],
-        )
-        .await?;
+        store_snapshot_position(&tx, position).await?;
     }
     tx.commit().await?;
     Ok(present.len() + gone.len())
+}
+
+/// Stores `position` as the one every snapshot row includes.
+pub(super) async fn store_snapshot_position(
+    tx: &tokio_postgres::Transaction<'_>,
+    position: Position,
+) -> Result<(), PgError> {
+    tx.execute(
+        "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES \
+         ('snapshot_xid', $1), ('snapshot_id', $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&position.xid.to_string(), &position.id.to_string()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The position the snapshot rows include.
