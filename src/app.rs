@@ -73,7 +73,7 @@ impl App {
             state,
             last_received,
             token,
-            stacks,
+            syncer,
         } = opened;
         if token.is_none() {
             tracing::warn!("webhook authentication is disabled (--webhook.insecure-no-auth)");
@@ -87,14 +87,6 @@ impl App {
         if let Some(at) = last_received {
             metrics.set_last_webhook(at);
         }
-        let syncer = match &config.cloud66 {
-            Some(cloud66) => {
-                let sync_metrics = SyncMetrics::register(metrics.registry(), cloud66.sync_interval)
-                    .map_err(StartError::Metrics)?;
-                Some(Arc::new(Syncer::new(cloud66.clone(), sync_metrics, stacks)))
-            }
-            None => None,
-        };
         Ok(App {
             inner: Arc::new(Inner {
                 config,
@@ -164,8 +156,26 @@ struct Opened {
     last_received: Option<f64>,
     /// The token in force, and whether it was generated just now.
     token: Option<(String, bool)>,
-    /// The stacks the Cloud66 API reconciliation remembers.
+    /// The Cloud66 API reconciliation, when configured, knowing the stored stacks.
+    syncer: Option<Arc<Syncer>>,
+}
+
+/// The Cloud66 API reconciliation, when configured, starting from the stored `stacks`.
+fn syncer(
+    config: &AppConfig,
+    metrics: &Metrics,
     stacks: Vec<StackRecord>,
+) -> Result<Option<Arc<Syncer>>, StartError> {
+    let Some(cloud66) = &config.cloud66 else {
+        return Ok(None);
+    };
+    let sync_metrics = SyncMetrics::register(metrics.registry(), cloud66.sync_interval)
+        .map_err(StartError::Metrics)?;
+    Ok(Some(Arc::new(Syncer::new(
+        cloud66.clone(),
+        sync_metrics,
+        stacks,
+    ))))
 }
 
 /// Opens the embedded database in `--storage.path`, restores the state from it, and
@@ -209,7 +219,7 @@ async fn open_sqlite(config: &AppConfig, metrics: &Metrics) -> Result<Opened, St
         state,
         last_received,
         token,
-        stacks,
+        syncer: syncer(config, metrics, stacks)?,
     })
 }
 
@@ -223,10 +233,6 @@ async fn open_postgres(
     let storage = |e: crate::store::postgres::PgError| {
         StartError::Storage(StoreError::Postgres(e.to_string()))
     };
-    if config.cloud66.is_some() {
-        // Also refused on the command line; this is for embedders.
-        return Err(storage(crate::store::postgres::PgError::Unsupported));
-    }
     let opened = crate::store::postgres::open(postgres)
         .await
         .map_err(storage)?;
@@ -246,9 +252,17 @@ async fn open_postgres(
         "storage opened"
     );
     metrics.set_storage_backend("postgres");
+    let syncer = syncer(config, metrics, opened.stacks.clone())?;
+    // Stacks the leader saves reach every replica's directory through the log.
+    let stacks = syncer.as_ref().map(|syncer| {
+        let syncer = Arc::clone(syncer);
+        let sink: crate::store::postgres::StackSink = Arc::new(move |record| syncer.learn(record));
+        sink
+    });
     let observers = crate::store::postgres::Observers {
         metrics: metrics.register_tail().map_err(StartError::Metrics)?,
         deliveries: metrics.deliveries(),
+        stacks,
     };
     let store = Store::start_postgres(postgres, &opened, config.max_certificates, observers);
     Ok(Opened {
@@ -256,6 +270,6 @@ async fn open_postgres(
         state: Arc::clone(&opened.state),
         last_received: opened.last_received,
         token,
-        stacks: Vec::new(),
+        syncer,
     })
 }

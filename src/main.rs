@@ -72,6 +72,7 @@ fn copy_storage(copy: CopySettings) -> ExitCode {
                 database = %copy.to.redacted,
                 events = report.events,
                 certificates = report.certificates,
+                stacks = report.stacks,
                 token = report.token,
                 "copied"
             );

@@ -118,6 +118,8 @@ pub struct TailMetrics {
     /// event log, as the time between the arrival (`received_at`) of the newest event in
     /// the log and that of the newest event this replica has applied; 0 when caught up.
     lag: Gauge,
+    /// `leader`: 1 while this replica leads the ones sharing its database.
+    leader: IntGauge,
 }
 
 impl TailMetrics {
@@ -127,8 +129,18 @@ impl TailMetrics {
             "storage_tail_lag_seconds",
             "How far this replica's state is behind the shared event log: seconds between the arrival of the newest event in the log and that of the newest event applied here (0 when caught up). PostgreSQL storage only.",
         ))?;
+        let leader = IntGauge::with_opts(opts(
+            "leader",
+            "1 on the replica that does the work done once per cluster (writing the snapshot, the Cloud66 API sync), 0 on the others. PostgreSQL storage only.",
+        ))?;
         registry.register(Box::new(lag.clone()))?;
-        Ok(TailMetrics { lag })
+        registry.register(Box::new(leader.clone()))?;
+        Ok(TailMetrics { lag, leader })
+    }
+
+    /// Shows whether this replica leads.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
     }
 
     /// Sets the lag in seconds; negative or not-a-number values (clock steps between
@@ -495,6 +507,7 @@ mod tests {
     fn tail_lag_exists_only_once_registered() {
         let metrics = Metrics::new().expect("metrics");
         assert!(!text(&metrics).contains("storage_tail_lag_seconds"));
+        assert!(!text(&metrics).contains("cloud66_ssl_exporter_leader"));
         let tail = metrics.register_tail().expect("tail metrics");
         assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 0"));
         tail.set_lag(12.5);
@@ -503,6 +516,9 @@ mod tests {
         assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 0"));
         tail.set_lag(f64::NAN);
         assert!(text(&metrics).contains("cloud66_ssl_exporter_storage_tail_lag_seconds 0"));
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_leader 0"));
+        tail.set_leader(true);
+        assert!(text(&metrics).contains("cloud66_ssl_exporter_leader 1"));
         assert!(metrics.register_tail().is_err(), "registered twice");
     }
 

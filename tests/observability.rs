@@ -86,7 +86,10 @@ const KNOWN_METRICS: &[&str] = &[
 /// Metrics only PostgreSQL storage emits (`--storage.postgres.url`), so they are not in
 /// the golden exposition, which comes from an exporter with embedded storage. Alerts and
 /// dashboards may use them too.
-const POSTGRES_METRICS: &[&str] = &["cloud66_ssl_exporter_storage_tail_lag_seconds"];
+const POSTGRES_METRICS: &[&str] = &[
+    "cloud66_ssl_exporter_storage_tail_lag_seconds",
+    "cloud66_ssl_exporter_leader",
+];
 
 /// Receiver of each severity in `examples/alertmanager.yml`.
 const RECEIVERS: &[(&str, &str)] = &[

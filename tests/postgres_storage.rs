@@ -404,3 +404,53 @@ async fn restarts_from_the_snapshot_count_every_event_once_even_after_a_write_cu
     assert_eq!(certificate_series(&cut.metrics().await), before);
     cut.stop().await;
 }
+
+/// Waits (at most 20 s) until the `cloud66_ssl_exporter_leader` of `servers` are
+/// `expected`, in order.
+async fn wait_for_leaders(servers: &[&TestServer], expected: &[f64]) {
+    let mut seen = Vec::new();
+    for _ in 0..400 {
+        seen.clear();
+        for server in servers {
+            seen.push(sample(
+                &server.metrics().await,
+                "cloud66_ssl_exporter_leader",
+            ));
+        }
+        if seen.iter().copied().eq(expected.iter().map(|v| Some(*v))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("leaders {seen:?}, expected {expected:?}");
+}
+
+#[tokio::test]
+async fn exactly_one_replica_leads_and_another_takes_over_when_it_stops() {
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("leaders").await;
+    let (_a_dir, a) = replica(&url).await;
+    // The first replica of a database leads (nobody holds the lock); the second follows.
+    wait_for_leaders(&[&a], &[1.0]).await;
+    let (_b_dir, b) = replica(&url).await;
+    wait_for_leaders(&[&a, &b], &[1.0, 0.0]).await;
+    // A graceful stop hands the lock over at once; the follower takes it at its next
+    // try (every second).
+    a.stop().await;
+    wait_for_leaders(&[&b], &[1.0]).await;
+    let (_c_dir, c) = replica(&url).await;
+    wait_for_leaders(&[&b, &c], &[1.0, 0.0]).await;
+    // The leader's session is the one holding the lock, named after the exporter.
+    let holders = pg
+        .admin_sql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 1664497267 \
+               AND l.objid = 3 AND a.application_name = 'cloud66-ssl-exporter' \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = 'leaders')",
+        )
+        .await;
+    assert_eq!(holders.trim(), "1", "advisory lock holders");
+    b.stop().await;
+    wait_for_leaders(&[&c], &[1.0]).await;
+    c.stop().await;
+}

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::client::{ApiError, Client, Endpoint};
@@ -29,9 +31,17 @@ use crate::store::{Forgotten, Observed};
 /// Most pages of one list followed in a sync: a guard against a `next` that never ends.
 const MAX_PAGES: u32 = 10_000;
 
-/// What the last syncs did, for `GET /api/v1/sync` and the status page.
-#[derive(Clone, Debug, Default, Serialize)]
+/// How often a replica that does not lead reads the status the leader shares.
+const MIRROR_EVERY: Duration = Duration::from_millis(500);
+
+/// What the last syncs did, for `GET /api/v1/sync` and the status page. With replicas
+/// on PostgreSQL, the leader's syncs, shared through the database.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncStatus {
+    /// Whether this exporter runs the syncs: always with embedded storage; with
+    /// replicas, whether it is the leader (the others show the leader's syncs).
+    #[serde(default)]
+    pub leader: bool,
     /// Whether a sync is running now.
     pub running: bool,
     /// Unix time the last sync started.
@@ -40,7 +50,7 @@ pub struct SyncStatus {
     pub last_finished: Option<f64>,
     /// How it ended: `ok` (a round completed), `partial` (the round goes on next
     /// time), or `failed`.
-    pub last_result: Option<&'static str>,
+    pub last_result: Option<Cow<'static, str>>,
     /// What went wrong in the last sync, if anything (never the token).
     pub last_error: Option<String>,
     /// Unix time the last complete sync ended.
@@ -121,8 +131,61 @@ impl Syncer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        status.running = self.running.load(Ordering::Acquire);
+        // A follower shows the leader's `running`, and its own ask on the way.
+        status.running |= self.running.load(Ordering::Acquire);
         status
+    }
+
+    /// Learns what another replica (the leader) saved about a stack.
+    pub fn learn(&self, record: StackRecord) {
+        let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        directory.put(record);
+        self.metrics.show_stacks(&directory);
+    }
+
+    /// Shares the status with the other replicas, if any (a failure is only logged: the
+    /// next sync shares it again).
+    async fn share(&self, app: &App) {
+        let status = self.status();
+        let shared = match serde_json::to_string(&status) {
+            Ok(json) => app.store().share_sync_status(&json).await,
+            Err(e) => Err(crate::store::StoreError::Write(e.to_string())),
+        };
+        if let Err(error) = shared {
+            tracing::warn!(%error, "cannot share the Cloud66 API sync status with the other replicas");
+        }
+    }
+
+    /// Shows the status the leader shared, as this replica's (metrics included); the
+    /// next sync this replica runs, if it becomes the leader, is when the leader's
+    /// would have been.
+    async fn mirror(&self, app: &App) -> Option<Instant> {
+        let shared = match app.store().shared_sync_status().await {
+            Ok(Some(json)) => serde_json::from_str::<SyncStatus>(&json).ok()?,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the leader's Cloud66 API sync status");
+                return None;
+            }
+        };
+        if let Some(at) = shared.last_success {
+            self.metrics.last_success.set(at);
+        }
+        if let Some(seen) = shared.certificates {
+            self.metrics
+                .certificates
+                .set(i64::try_from(seen).unwrap_or(i64::MAX));
+        }
+        let next = shared.next_sync.map(|at| {
+            Instant::now() + Duration::try_from_secs_f64(at - crate::now()).unwrap_or_default()
+        });
+        self.update_status(|s| {
+            *s = SyncStatus {
+                leader: false,
+                ..shared
+            }
+        });
+        next
     }
 
     /// What is known about each stack.
@@ -145,16 +208,43 @@ impl Syncer {
             tracing::error!("the Cloud66 API sync loop was started twice");
             return;
         };
+        let mut role = app.store().role();
+        let requests = role.clone();
         let mut reconciler = Reconciler::new(&self);
         let mut next = Instant::now();
         loop {
+            if !role.leads() {
+                // Another replica runs the syncs: show its status, and pass on requests.
+                self.update_status(|s| s.leader = false);
+                tokio::select! {
+                    () = role.changed() => {}
+                    asked = asked.recv() => match asked {
+                        None => return,
+                        Some(()) => {
+                            if let Err(error) = role.ask_leader().await {
+                                tracing::warn!(%error, "cannot ask the leader for a Cloud66 API sync");
+                            }
+                        }
+                    },
+                    () = tokio::time::sleep(MIRROR_EVERY) => {}
+                }
+                if let Some(when) = self.mirror(&app).await {
+                    next = when;
+                }
+                self.running.store(false, Ordering::Release);
+                continue;
+            }
+            self.update_status(|s| s.leader = true);
             tokio::select! {
                 () = tokio::time::sleep_until(next.into()) => {}
                 asked = asked.recv() => if asked.is_none() { return },
+                () = requests.asked() => {}
+                () = role.changed() => continue,
             }
             self.running.store(true, Ordering::Release);
             let started_at = crate::now();
             self.update_status(|s| s.last_started = Some(started_at));
+            self.share(&app).await;
             let started = Instant::now();
             let report = reconciler.sync(&self, &app).await;
             let seconds = started.elapsed().as_secs_f64();
@@ -168,7 +258,7 @@ impl Syncer {
             report.log(seconds);
             self.update_status(|s| {
                 s.last_finished = Some(crate::now());
-                s.last_result = Some(report.result());
+                s.last_result = Some(report.result().into());
                 s.last_error = report.error.as_ref().map(|(_, why)| why.clone());
                 if let Some(seen) = report.completed_round {
                     s.last_success = s.last_finished;
@@ -182,6 +272,7 @@ impl Syncer {
             });
             while asked.try_recv().is_ok() {}
             self.running.store(false, Ordering::Release);
+            self.share(&app).await;
         }
     }
 }

@@ -364,15 +364,6 @@ fn validate(parsed: Parsed, env: &dyn Fn(&str) -> Option<String>) -> Result<Sett
     let tls = tls(&parsed)?;
     let cloud66 = cloud66::config(&parsed, env)?;
     let postgres = postgres::config(&parsed)?;
-    if postgres.is_some() && cloud66.is_some() {
-        // The reconciliation must run on one replica per cluster; electing it through
-        // PostgreSQL is not built yet.
-        return Err(ConfigError::new(
-            parsed.name("storage.postgres.url"),
-            "cannot be combined with the Cloud66 API reconciliation (--cloud66.api-token) \
-             yet: run the reconciliation on an exporter with embedded storage",
-        ));
-    }
     Ok(Settings {
         listen,
         log: LogSettings {

@@ -723,18 +723,13 @@ mod tests {
     }
 
     #[test]
-    fn the_cloud66_api_reconciliation_is_refused_with_a_url() {
+    fn the_cloud66_api_reconciliation_runs_with_a_url() {
         let url = url();
-        let e = error(
+        let s = settings(
             &["--storage.postgres.url", &url, "--cloud66.api-token=abc"],
             &[],
         );
-        assert!(
-            e.contains(
-                "--storage.postgres.url: cannot be combined with the Cloud66 API reconciliation"
-            ),
-            "{e}"
-        );
+        assert!(s.app.postgres.is_some() && s.app.cloud66.is_some());
     }
 
     #[test]

@@ -237,6 +237,50 @@ pub struct Store {
     writer: Mutex<Option<Worker>>,
     /// Where readers beside the writer read.
     reader: Reader,
+    /// Whether this exporter does the cluster's once-only work.
+    role: Role,
+}
+
+/// Whether this exporter does the work that must happen once per cluster (the Cloud66
+/// API sync): always with embedded storage; with PostgreSQL, while it leads the
+/// replicas sharing the database (see `postgres::leader`).
+#[derive(Clone)]
+pub struct Role(Option<postgres::Leadership>);
+
+impl Role {
+    /// Whether this exporter leads now.
+    pub fn leads(&self) -> bool {
+        self.0.as_ref().is_none_or(postgres::Leadership::is_leader)
+    }
+
+    /// Waits until leadership changes; never, with embedded storage.
+    pub async fn changed(&mut self) {
+        match &mut self.0 {
+            Some(leadership) => leadership.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits until another replica asks this one, as leader, for a sync; never, with
+    /// embedded storage.
+    pub async fn asked(&self) {
+        match &self.0 {
+            Some(leadership) => leadership.asked().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Asks the leader for a sync (with embedded storage this exporter leads itself, and
+    /// nothing is sent).
+    pub async fn ask_leader(&self) -> Result<(), StoreError> {
+        match &self.0 {
+            Some(leadership) => leadership
+                .ask_leader()
+                .await
+                .map_err(|e| StoreError::Write(e.to_string())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The writer of a backend.
@@ -288,6 +332,7 @@ impl Store {
             queue: Mutex::new(Some(queue)),
             writer: Mutex::new(Some(Worker::Thread(writer))),
             reader: Reader::Sqlite(path),
+            role: Role(None),
         })
     }
 
@@ -311,8 +356,36 @@ impl Store {
         );
         Store {
             queue: Mutex::new(Some(queue)),
+            role: Role(Some(running.leadership.clone())),
             writer: Mutex::new(Some(Worker::Tasks(running))),
             reader: Reader::Postgres(opened.pool.clone()),
+        }
+    }
+
+    /// Whether this exporter does the cluster's once-only work.
+    pub fn role(&self) -> Role {
+        self.role.clone()
+    }
+
+    /// Shares the Cloud66 API sync's status with the other replicas (nothing to do with
+    /// embedded storage: there are none).
+    pub async fn share_sync_status(&self, status: &str) -> Result<(), StoreError> {
+        match &self.reader {
+            Reader::Sqlite(_) => Ok(()),
+            Reader::Postgres(pool) => postgres::share_sync_status(pool, status)
+                .await
+                .map_err(|e| StoreError::Write(e.to_string())),
+        }
+    }
+
+    /// The Cloud66 API sync's status as the leader last shared it (`None` with embedded
+    /// storage, or before any).
+    pub async fn shared_sync_status(&self) -> Result<Option<String>, StoreError> {
+        match &self.reader {
+            Reader::Sqlite(_) => Ok(None),
+            Reader::Postgres(pool) => postgres::shared_sync_status(pool)
+                .await
+                .map_err(|e| StoreError::Read(e.to_string())),
         }
     }
 
@@ -428,6 +501,8 @@ impl Store {
                 let written = running.writer.await;
                 // The tail only reads; what it has not applied is in the log.
                 running.tail.abort();
+                // Its connection closes, and another replica takes over at once.
+                running.election.abort();
                 written.is_ok()
             }
         };

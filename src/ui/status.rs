@@ -206,7 +206,7 @@ fn result(result: WebhookResult) -> &'static str {
 fn sync_line(sync: &SyncStatus, now: f64) -> Markup {
     html! {
         @if sync.running { "running now" br; }
-        @match (sync.last_finished, sync.last_result) {
+        @match (sync.last_finished, sync.last_result.as_deref()) {
             (Some(finished), Some(result)) => {
                 span class={ "sync-" (result) } { (result) } " " (ago(now - finished))
                 @if let Some(certificates) = sync.certificates {

@@ -4,7 +4,8 @@
 //! Everything goes in one transaction: every stored event (raw, with its dedup key and
 //! times), the certificates as the embedded store restores them (its checkpoint with
 //! the later events applied, so deletions and stack merges that no event records are
-//! kept), the snapshot position after the copied events, and the webhook token. A
+//! kept), the snapshot position after the copied events, the stacks the Cloud66 API
+//! reconciliation knew (so it keeps each stack's webhook id), and the webhook token. A
 //! replica then starts from that snapshot and never replays the copied events. A copy
 //! that fails leaves nothing; a second copy after a successful one finds the same
 //! events there and changes nothing; a database with other events is refused.
@@ -15,6 +16,7 @@ use rusqlite::params;
 
 use super::tail::{Position, store_snapshot_position, upsert};
 use super::{PgError, connect, schema};
+use crate::cloud66::StackRecord;
 use crate::config::PostgresConfig;
 use crate::store::{Database, StoreError};
 
@@ -28,6 +30,8 @@ pub struct CopyReport {
     pub events: usize,
     /// Certificates written to the snapshot.
     pub certificates: usize,
+    /// Stacks the Cloud66 API reconciliation knew, copied.
+    pub stacks: usize,
     /// Whether the webhook token was copied.
     pub token: bool,
     /// Whether the database already held this store's events: nothing was done.
@@ -73,12 +77,13 @@ pub async fn copy(from: &Path, to: &PostgresConfig) -> Result<CopyReport, StoreE
         };
         let rows = read_events().map_err(|e| StoreError::Read(e.to_string()))?;
         let token = db.stored_token()?;
-        Ok((restored.certificates, rows, token))
+        let stacks = db.stacks()?;
+        Ok((restored.certificates, rows, token, stacks))
     })
     .await
     .map_err(|e| StoreError::Read(e.to_string()))??;
-    let (certificates, rows, token) = read;
-    write(to, &certificates, &rows, token.as_deref())
+    let (certificates, rows, token, stacks) = read;
+    write(to, &certificates, &rows, token.as_deref(), &stacks)
         .await
         .map_err(|e| StoreError::Postgres(e.to_string()))
 }
@@ -88,6 +93,7 @@ async fn write(
     certificates: &[crate::state::Certificate],
     rows: &[Row],
     token: Option<&str>,
+    stacks: &[StackRecord],
 ) -> Result<CopyReport, PgError> {
     let pool = connect::pool(to).map_err(PgError::Pool)?;
     let mut client = pool.get().await?;
@@ -121,6 +127,7 @@ async fn write(
             return Ok(CopyReport {
                 events: 0,
                 certificates: 0,
+                stacks: 0,
                 token: false,
                 already_copied: true,
             });
@@ -173,6 +180,9 @@ async fn write(
         upsert(&tx, chunk, position).await?;
     }
     store_snapshot_position(&tx, position).await?;
+    for stack in stacks {
+        super::stacks::save(&tx, stack).await?;
+    }
     let token_copied = match token {
         Some(token) => {
             tx.execute(
@@ -189,6 +199,7 @@ async fn write(
     Ok(CopyReport {
         events: rows.len(),
         certificates: certificates.len(),
+        stacks: stacks.len(),
         token: token_copied,
         already_copied: false,
     })

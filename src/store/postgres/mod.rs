@@ -18,7 +18,9 @@
 
 pub(crate) mod connect;
 mod copy;
+mod leader;
 mod schema;
+mod stacks;
 mod tail;
 mod writer;
 
@@ -32,11 +34,13 @@ use tokio::sync::mpsc;
 use super::Job;
 use super::history::{History, Replay};
 use crate::config::PostgresConfig;
+use crate::event::EventKind;
 use crate::state::State;
 use tail::Tail;
 
 pub use copy::{CopyReport, copy};
-pub(crate) use tail::{Observers, Position};
+pub(crate) use leader::Leadership;
+pub(crate) use tail::{Observers, Position, StackSink};
 
 /// `event_type` of the log entry that forgets a certificate (`DELETE` of the API).
 pub(crate) const FORGET_EVENT_TYPE: &str = "cloud66-ssl-exporter.forget";
@@ -54,8 +58,6 @@ pub(crate) enum PgError {
     Pool(String),
     /// The database holds a schema this build does not know.
     Incompatible(i32),
-    /// A job PostgreSQL storage does not do (the Cloud66 API reconciliation's).
-    Unsupported,
     /// An operation refused as it stands (why).
     Refused(String),
 }
@@ -69,9 +71,6 @@ impl fmt::Display for PgError {
             },
             PgError::Pool(reason) => write!(f, "PostgreSQL connection: {reason}"),
             PgError::Refused(reason) => f.write_str(reason),
-            PgError::Unsupported => f.write_str(
-                "the Cloud66 API reconciliation is not available with PostgreSQL storage",
-            ),
             PgError::Incompatible(found) => write!(
                 f,
                 "the PostgreSQL database has schema version {found}, this build supports up to {}; \
@@ -106,7 +105,7 @@ impl PgError {
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             PgError::Pool(_) => true,
-            PgError::Incompatible(_) | PgError::Unsupported | PgError::Refused(_) => false,
+            PgError::Incompatible(_) | PgError::Refused(_) => false,
             PgError::Db(e) => match e.code() {
                 None => true,
                 Some(code) => {
@@ -134,8 +133,10 @@ pub(crate) struct Opened {
     pub position: Position,
     /// How many log events were applied on top of the snapshot.
     pub replayed: usize,
-    /// Arrival time of the newest event, if any.
+    /// Arrival time of the newest webhook event, if any.
     pub last_received: Option<f64>,
+    /// The stacks the Cloud66 API reconciliation saved.
+    pub stacks: Vec<crate::cloud66::StackRecord>,
 }
 
 /// Connects (retrying with backoff until the database answers: a replica may start
@@ -166,13 +167,15 @@ async fn prepare(pool: &Pool) -> Result<Opened, PgError> {
     let mut client = pool.get().await?;
     schema::migrate(&mut client).await?;
     let snapshot = tail::load_snapshot(&mut client).await?;
+    let webhooks: Vec<&str> = EventKind::ALL.iter().map(|k| k.event_type()).collect();
     let last_received = client
         .query_opt(
-            "SELECT received_at FROM cloud66_ssl_exporter_events ORDER BY id DESC LIMIT 1",
-            &[],
+            "SELECT max(received_at) FROM cloud66_ssl_exporter_events \
+             WHERE event_type = ANY($1)",
+            &[&webhooks],
         )
         .await?
-        .map(|row| row.get::<_, f64>(0));
+        .and_then(|row| row.get::<_, Option<f64>>(0));
     drop(client);
     let state = Arc::new(State::new(snapshot.certificates));
     // Every event up to the rows' own positions is committed, so this catch-up passes
@@ -181,12 +184,17 @@ async fn prepare(pool: &Pool) -> Result<Opened, PgError> {
         Tail::new(pool.clone(), Arc::clone(&state), snapshot.position).with_floors(snapshot.floors);
     let replayed = tail.catch_up().await?;
     let position = tail.position();
+    // Read after the catch-up: the table holds at least what the events applied say,
+    // and the events after `position` say it again, in order.
+    let client = pool.get().await?;
+    let stacks = stacks::load(&client).await?;
     Ok(Opened {
         pool: pool.clone(),
         state,
         position,
         replayed,
         last_received,
+        stacks,
     })
 }
 
@@ -221,6 +229,10 @@ pub(crate) struct Running {
     pub writer: tokio::task::JoinHandle<()>,
     /// The tail: runs until aborted.
     pub tail: tokio::task::JoinHandle<()>,
+    /// The election: runs until aborted (which hands leadership over at once).
+    pub election: tokio::task::JoinHandle<()>,
+    /// What the election decided, and the way to the leader.
+    pub leadership: Leadership,
 }
 
 /// Starts the writer on `jobs` and the tail, from `position`, on `state`.
@@ -233,7 +245,10 @@ pub(crate) fn start(
     jobs: mpsc::Receiver<Job>,
     observers: Observers,
 ) -> Running {
-    let tail = Tail::new(pool.clone(), Arc::clone(&state), position).observed_by(observers);
+    let (leadership, election) = leader::start(config, pool.clone(), observers.metrics.clone());
+    let tail = Tail::new(pool.clone(), Arc::clone(&state), position)
+        .observed_by(observers)
+        .led_by(leadership.clone());
     let handle = tail.handle();
     let tail = tokio::spawn(tail.run(config.clone()));
     let writer = tokio::spawn(writer::run(
@@ -244,7 +259,38 @@ pub(crate) fn start(
         max_certificates,
         jobs,
     ));
-    Running { writer, tail }
+    Running {
+        writer,
+        tail,
+        election,
+        leadership,
+    }
+}
+
+/// Shares the Cloud66 API sync's status (JSON) with the other replicas.
+pub(crate) async fn share_sync_status(pool: &Pool, status: &str) -> Result<(), PgError> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO cloud66_ssl_exporter_meta (key, value) VALUES ('sync_status', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&status],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The Cloud66 API sync's status as the leader last shared it.
+pub(crate) async fn shared_sync_status(pool: &Pool) -> Result<Option<String>, PgError> {
+    let row = pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT value FROM cloud66_ssl_exporter_meta WHERE key = 'sync_status'",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// The newest `limit` events of a certificate, read on a pooled connection (the writer

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use super::PgError;
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i32 = 2;
+pub(crate) const SCHEMA_VERSION: i32 = 3;
 
 /// Key of the advisory locks this exporter takes (`pg_advisory_xact_lock(KEY, n)`):
 /// ASCII "c66s".
@@ -82,6 +82,20 @@ ALTER TABLE cloud66_ssl_exporter_certificates
     ADD COLUMN position_id  bigint NOT NULL DEFAULT 0;
 ";
 
+/// From version 2: what the Cloud66 API reconciliation knows about each stack (as the
+/// embedded store's `stacks`), written by the leader with the log event that tells the
+/// other replicas (`STACK_EVENT_TYPE`).
+const VERSION_3: &str = "
+CREATE TABLE cloud66_ssl_exporter_stacks (
+    uid             text PRIMARY KEY,
+    id              text,
+    id_source       text NOT NULL,
+    name            text NOT NULL,
+    environment     text NOT NULL,
+    actions_checked boolean NOT NULL
+);
+";
+
 /// Brings the database to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
     let tx = client.transaction().await?;
@@ -110,12 +124,12 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), PgError> {
     };
     match version {
         SCHEMA_VERSION => return Ok(()),
-        0 => {
-            tx.batch_execute(VERSION_1).await?;
-            tx.batch_execute(VERSION_2).await?;
+        0..=2 => {
+            let steps = [VERSION_1, VERSION_2, VERSION_3];
+            for step in &steps[usize::try_from(version).unwrap_or(0)..] {
+                tx.batch_execute(step).await?;
+            }
         }
-        1 => tx.batch_execute(VERSION_2).await?,
-        found if found > SCHEMA_VERSION => return Err(PgError::Incompatible(found)),
         found => return Err(PgError::Incompatible(found)),
     }
     tx.execute(

@@ -21,8 +21,11 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Client;
 
+use super::leader::Leadership;
 use super::schema::LOCK_KEY;
+use super::stacks::{STACK_EVENT_TYPE, StackEvent};
 use super::{FORGET_EVENT_TYPE, PgError, connect};
+use crate::cloud66::StackRecord;
 use crate::config::PostgresConfig;
 use crate::event::{CertInfo, EventKind};
 use crate::metrics::{Deliveries, LastDelivery, SeenDelivery, TailMetrics, WebhookResult};
@@ -66,16 +69,30 @@ const NEXT_EVENTS: &str = "SELECT xid::text::bigint, id, event_type, stack, name
        AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
      ORDER BY xid, id LIMIT $3";
 
+/// The first pause before the tail reads again when a writer waits for events it could
+/// not read yet (an older transaction still running held them back); it doubles up to
+/// [`POLL`].
+const RETRY_FIRST: Duration = Duration::from_millis(2);
+
 /// What the writer holds of the tail: a way to wake it, and how far it got.
 #[derive(Clone)]
 pub(super) struct TailHandle {
     wake: Arc<Notify>,
     applied: watch::Receiver<Position>,
+    /// The newest position a writer waits for.
+    wanted: Arc<watch::Sender<Position>>,
 }
 
 impl TailHandle {
-    /// Asks the tail to read the log now.
-    pub(super) fn wake(&self) {
+    /// Asks the tail to read the log now, up to `position` at least.
+    pub(super) fn wake_for(&self, position: Position) {
+        self.wanted.send_if_modified(|wanted| {
+            let newer = position > *wanted;
+            if newer {
+                *wanted = position;
+            }
+            newer
+        });
         self.wake.notify_one();
     }
 
@@ -86,14 +103,19 @@ impl TailHandle {
     }
 }
 
-/// Where the tail reports: how far behind it is, and the newest delivery it applied
-/// (which may have reached another replica).
+/// Who learns of each stack the log saves (the Cloud66 API reconciliation's directory).
+pub(crate) type StackSink = Arc<dyn Fn(StackRecord) + Send + Sync>;
+
+/// Where the tail reports: how far behind it is, the newest delivery it applied (which
+/// may have reached another replica), and the stacks the leader saved.
 #[derive(Clone)]
 pub(crate) struct Observers {
     /// `storage_tail_lag_seconds`.
     pub metrics: TailMetrics,
     /// The last webhook, shared with the pages and `last_webhook_timestamp_seconds`.
     pub deliveries: Deliveries,
+    /// The reconciliation's directory, when it is configured.
+    pub stacks: Option<StackSink>,
 }
 
 /// A snapshot write in progress: how many rows it wrote, or why not and which keys to
@@ -109,12 +131,16 @@ pub(super) struct Tail {
     dirty: HashSet<CertKey>,
     wake: Arc<Notify>,
     applied: watch::Sender<Position>,
+    /// What the writers wait for (see [`TailHandle::wake_for`]).
+    wanted: Arc<watch::Sender<Position>>,
     last_snapshot: Instant,
     /// Arrival of the newest event applied.
     newest_applied: f64,
     observers: Option<Observers>,
     /// Snapshot rows ahead of the start position: their events up to there are in them.
     floors: HashMap<CertKey, Position>,
+    /// Whether this replica leads, and so writes the snapshot.
+    leadership: Option<Leadership>,
 }
 
 impl Tail {
@@ -127,10 +153,12 @@ impl Tail {
             dirty: HashSet::new(),
             wake: Arc::new(Notify::new()),
             applied: watch::Sender::new(position),
+            wanted: Arc::new(watch::Sender::new(position)),
             last_snapshot: Instant::now(),
             newest_applied: f64::NEG_INFINITY,
             observers: None,
             floors: HashMap::new(),
+            leadership: None,
         }
     }
 
@@ -146,11 +174,18 @@ impl Tail {
         self
     }
 
+    /// The same, writing the snapshot while this replica leads.
+    pub(super) fn led_by(mut self, leadership: Leadership) -> Self {
+        self.leadership = Some(leadership);
+        self
+    }
+
     /// The handle the writer keeps.
     pub(super) fn handle(&self) -> TailHandle {
         TailHandle {
             wake: Arc::clone(&self.wake),
             applied: self.applied.subscribe(),
+            wanted: Arc::clone(&self.wanted),
         }
     }
 
@@ -186,6 +221,7 @@ impl Tail {
         }
         let mut changes: HashMap<CertKey, Option<Certificate>> = HashMap::new();
         let mut newest_delivery: Option<(f64, &str)> = None;
+        let mut stacks = Vec::new();
         for row in &rows {
             let (event_type, stack, name): (&str, &str, &str) =
                 (row.get(2), row.get(3), row.get(4));
@@ -198,6 +234,17 @@ impl Tail {
                 // Already in the snapshot row this replica started from.
             } else if event_type == FORGET_EVENT_TYPE {
                 changes.insert(key, None);
+            } else if event_type == STACK_EVENT_TYPE {
+                match StackEvent::parse(row.get(5)) {
+                    Some(stack) => {
+                        let record = stack.record();
+                        if let Some(from) = stack.moved_from() {
+                            self.relabel(&mut changes, from, record.label(), at);
+                        }
+                        stacks.push(record);
+                    }
+                    None => tracing::warn!(id = at.id, "a stored stack no longer parses; skipped"),
+                }
             } else if let Some(stored) = Stored::parse(event_type, row.get(5)) {
                 let state = &self.state;
                 let slot = changes
@@ -210,7 +257,8 @@ impl Tail {
             }
             self.position = at;
             let received_at: f64 = row.get(6);
-            if event_type != FORGET_EVENT_TYPE && received_at > self.newest_applied {
+            if EventKind::from_event_type(event_type).is_some() && received_at > self.newest_applied
+            {
                 self.newest_applied = received_at;
                 newest_delivery = Some((received_at, event_type));
             }
@@ -218,6 +266,11 @@ impl Tail {
         self.dirty.extend(changes.keys().cloned());
         self.state.apply(changes);
         self.applied.send_replace(self.position);
+        if let Some(sink) = self.observers.as_ref().and_then(|o| o.stacks.as_ref()) {
+            for record in stacks {
+                sink(record);
+            }
+        }
         if let (Some(observers), Some((at, event_type))) = (&self.observers, newest_delivery) {
             observers.deliveries.note(LastDelivery {
                 at,
@@ -228,6 +281,51 @@ impl Tail {
             });
         }
         Ok(rows.len())
+    }
+
+    /// Moves the certificates labelled `from` to `to`, as the log event at `at` says
+    /// (a stack's uid label replaced by its webhook id), merging each into the
+    /// certificate of the same name already there. A snapshot row that includes the
+    /// event already (its floor is at or past it) is not moved or merged again.
+    fn relabel(
+        &self,
+        changes: &mut HashMap<CertKey, Option<Certificate>>,
+        from: &str,
+        to: &str,
+        at: Position,
+    ) {
+        let includes = |key: &CertKey| self.floors.get(key).is_some_and(|floor| at <= *floor);
+        let mut keys = self.state.keys_of_stack(from);
+        keys.extend(changes.keys().filter(|key| key.stack() == from).cloned());
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            if includes(&key) {
+                // Labelled `from` again after the move, and saved so.
+                continue;
+            }
+            let state = &self.state;
+            let source = changes
+                .entry(key.clone())
+                .or_insert_with(|| state.get_key(&key).map(|cert| (*cert).clone()))
+                .take();
+            let Some(mut cert) = source else { continue };
+            let target = CertKey::new(to, key.name());
+            if includes(&target) {
+                // The target row was saved with this certificate merged into it.
+                continue;
+            }
+            match changes
+                .entry(target.clone())
+                .or_insert_with(|| state.get_key(&target).map(|cert| (*cert).clone()))
+            {
+                Some(there) => there.absorb(cert),
+                empty => {
+                    cert.stack = to.to_owned();
+                    *empty = Some(cert);
+                }
+            }
+        }
     }
 
     /// Sets the lag: from the newest applied event's arrival to the newest committed
@@ -261,6 +359,7 @@ impl Tail {
         let mut snapshot: Option<SnapshotTask> = None;
         let mut lag_measured: Option<Instant> = None;
         let mut next_listen = Instant::now();
+        let mut retry = RETRY_FIRST;
         loop {
             if notifications.is_none() && Instant::now() >= next_listen {
                 match connect::listen(&config, CHANNEL).await {
@@ -271,6 +370,17 @@ impl Tail {
                     }
                 }
             }
+            // A writer waits for events a transaction still running holds back (another
+            // replica's batch, a snapshot chunk): read again soon rather than at the
+            // next poll, since that transaction's commit wakes nobody here.
+            let pause = if *self.wanted.borrow() > self.position {
+                let pause = retry;
+                retry = (retry * 2).min(POLL);
+                pause
+            } else {
+                retry = RETRY_FIRST;
+                POLL
+            };
             let notified = async {
                 match notifications.as_mut() {
                     Some(receiver) => receiver.recv().await.is_some(),
@@ -286,7 +396,7 @@ impl Tail {
                         notifications = None;
                     }
                 }
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(pause) => {}
             }
             if let Err(e) = self.catch_up().await {
                 tracing::warn!(error = %e, "cannot read the event log; retrying");
@@ -315,6 +425,7 @@ impl Tail {
                 }
             }
             if snapshot.is_none()
+                && self.leadership.as_ref().is_none_or(Leadership::is_leader)
                 && self.last_snapshot.elapsed() >= config.snapshot_interval
                 && !self.dirty.is_empty()
             {

@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
+use sha2::{Digest, Sha256};
+
+use super::stacks::{STACK_EVENT_TYPE, StackEvent};
 use super::tail::{CHANNEL, Position, TailHandle};
-use super::{FORGET_EVENT_TYPE, PgError};
-use crate::state::{CertKey, State};
-use crate::store::{Forgotten, Job, Outcome, Recorded, StoreError};
+use super::{FORGET_EVENT_TYPE, PgError, stacks};
+use crate::event::OBSERVATION_EVENT_TYPE;
+use crate::state::{CertKey, Certificate, State};
+use crate::store::{Forgotten, Job, Observed, Outcome, Recorded, StoreError};
 
 /// Jobs written in one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -39,7 +43,7 @@ pub(super) async fn run(
     pool: Pool,
     retry_window: Duration,
     state: Arc<State>,
-    mut tail: TailHandle,
+    tail: TailHandle,
     max_certificates: usize,
     mut jobs: mpsc::Receiver<Job>,
 ) {
@@ -73,12 +77,23 @@ pub(super) async fn run(
         };
         match written {
             Ok((outcomes, newest)) => {
-                if let Some(newest) = newest {
-                    tail.wake();
-                    tail.wait_for(newest, APPLY_WAIT).await;
-                }
-                for (job, outcome) in batch.jobs.into_iter().zip(outcomes) {
-                    job.answer(Ok(outcome));
+                let answer = |jobs: Vec<Job>| {
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        job.answer(Ok(outcome));
+                    }
+                };
+                match newest {
+                    Some(newest) => {
+                        // Answered once this replica shows the batch, by a task of its
+                        // own: the next batch need not wait for the tail.
+                        tail.wake_for(newest);
+                        let mut tail = tail.clone();
+                        tokio::spawn(async move {
+                            tail.wait_for(newest, APPLY_WAIT).await;
+                            answer(batch.jobs);
+                        });
+                    }
+                    None => answer(batch.jobs),
                 }
             }
             Err(None) => {}
@@ -100,18 +115,10 @@ struct Batch {
 }
 
 impl Batch {
-    /// Adds `job`, retried for `retry_window` from now; or refuses it.
+    /// Adds `job`, retried for `retry_window` from now.
     fn admit(&mut self, job: Job, retry_window: Duration) {
-        if matches!(job, Job::Observe { .. } | Job::Stack { .. }) {
-            // Refused at configuration: the reconciliation needs one writer per
-            // cluster, which PostgreSQL storage does not elect yet.
-            job.answer(Err(StoreError::Write(
-                "the Cloud66 API reconciliation is not available with PostgreSQL storage".into(),
-            )));
-        } else {
-            self.jobs.push(job);
-            self.deadlines.push(Instant::now() + retry_window);
-        }
+        self.jobs.push(job);
+        self.deadlines.push(Instant::now() + retry_window);
     }
 
     /// Adds the queued jobs, up to [`MAX_BATCH`].
@@ -191,10 +198,7 @@ async fn write(
                             if state.get_key(&key).is_none() {
                                 added += 1;
                             }
-                            newest = newest.max(Some(Position {
-                                xid: row.get(0),
-                                id: row.get(1),
-                            }));
+                            newest = newest.max(Some(position(&row)));
                             Outcome::Recorded(Recorded::Accepted)
                         }
                         None => Outcome::Recorded(Recorded::Duplicate),
@@ -221,10 +225,7 @@ async fn write(
                             ],
                         )
                         .await?;
-                    newest = newest.max(Some(Position {
-                        xid: row.get(0),
-                        id: row.get(1),
-                    }));
+                    newest = newest.max(Some(position(&row)));
                     Outcome::Forgotten(Forgotten::Removed)
                 }
             }
@@ -238,8 +239,88 @@ async fn write(
                 .await?;
                 Outcome::Probed(Ok(()))
             }
-            // Answered before the batch is written; never here.
-            Job::Observe { .. } | Job::Stack { .. } => return Err(PgError::Unsupported),
+            Job::Observe { observations, .. } => {
+                let mut observed = Observed::default();
+                for observation in observations {
+                    let key = CertKey::new(&observation.stack, &observation.name);
+                    let current = state.get_key(&key);
+                    if current.is_none() && state.len() + added >= max_certificates {
+                        observed.over_limit += 1;
+                        continue;
+                    }
+                    let mut cert = current
+                        .as_deref()
+                        .cloned()
+                        .unwrap_or_else(|| Certificate::new(&observation.stack, &observation.name));
+                    cert.observe(observation);
+                    if current
+                        .as_deref()
+                        .is_some_and(|before| before.same_facts(&cert))
+                    {
+                        observed.unchanged += 1;
+                        continue;
+                    }
+                    let payload = serde_json::to_string(observation).map_err(|e| {
+                        PgError::Refused(format!("cannot store an observation: {e}"))
+                    })?;
+                    let digest: [u8; 32] = Sha256::digest(payload.as_bytes()).into();
+                    let row = tx
+                        .query_opt(
+                            &insert,
+                            &[
+                                &observation.fetched_at,
+                                &digest.as_slice(),
+                                &observation.fetched_at,
+                                &OBSERVATION_EVENT_TYPE,
+                                &observation.stack,
+                                &observation.name,
+                                &payload,
+                            ],
+                        )
+                        .await?;
+                    match row {
+                        Some(row) => {
+                            observed.applied += 1;
+                            if current.is_none() {
+                                added += 1;
+                            }
+                            newest = newest.max(Some(position(&row)));
+                        }
+                        None => observed.unchanged += 1,
+                    }
+                }
+                Outcome::Observed(observed)
+            }
+            Job::Stack {
+                record,
+                previous_label,
+                ..
+            } => {
+                stacks::save(&tx, record).await?;
+                let moved_from = previous_label
+                    .as_deref()
+                    .filter(|from| *from != record.label());
+                let moved = moved_from.map_or(0, |from| state.keys_of_stack(from).len());
+                let (payload, digest) =
+                    StackEvent::new(record, moved_from.map(str::to_owned)).payload()?;
+                let now = crate::now();
+                let row = tx
+                    .query_one(
+                        &insert,
+                        &[
+                            &now,
+                            &digest.as_slice(),
+                            &now,
+                            &STACK_EVENT_TYPE,
+                            &record.label(),
+                            &"",
+                            &payload,
+                        ],
+                    )
+                    .await?;
+                newest = newest.max(Some(position(&row)));
+                Outcome::Stacked(moved)
+            }
         };
         outcomes.push(outcome);
     }
@@ -248,4 +329,12 @@ async fn write(
     }
     tx.commit().await?;
     Ok((outcomes, newest))
+}
+
+/// The log position `INSERT_EVENT` returned.
+fn position(row: &tokio_postgres::Row) -> Position {
+    Position {
+        xid: row.get(0),
+        id: row.get(1),
+    }
 }
