@@ -103,7 +103,11 @@ impl Syncer {
             config,
             metrics,
             directory: RwLock::new(directory),
-            status: Mutex::new(SyncStatus::default()),
+            // Until an election says otherwise, this exporter runs its own syncs.
+            status: Mutex::new(SyncStatus {
+                leader: true,
+                ..SyncStatus::default()
+            }),
             running: AtomicBool::new(false),
             asks,
             asked: Mutex::new(Some(asked)),

@@ -219,6 +219,7 @@ fn sync_line(sync: &SyncStatus, now: f64) -> Markup {
         @if let Some(next) = sync.next_sync {
             br; "next " (from_now(next - now))
         }
+        @if !sync.leader { br; "run by the leader replica" }
     }
 }
 
@@ -425,6 +426,31 @@ mod tests {
         cert.info.server_names = Some("a.example.com, b.example.com".into());
         cert.info.lets_encrypt = Some("true".into());
         cert
+    }
+
+    #[test]
+    fn a_follower_shows_the_leaders_sync_read_back_from_its_shared_form() {
+        let leader = SyncStatus {
+            leader: true,
+            last_finished: Some(NOW - 120.0),
+            last_result: Some("partial".into()),
+            last_error: Some("<b>throttled</b>".into()),
+            next_sync: Some(NOW + 600.0),
+            ..SyncStatus::default()
+        };
+        let shared = serde_json::to_string(&leader).expect("serialises");
+        let follower = SyncStatus {
+            leader: false,
+            ..serde_json::from_str::<SyncStatus>(&shared).expect("reads back")
+        };
+        let own = sync_line(&leader, NOW).into_string();
+        let mirrored = sync_line(&follower, NOW).into_string();
+        assert!(
+            own.contains("sync-partial") && own.contains("&lt;b&gt;throttled"),
+            "{own}"
+        );
+        assert!(!own.contains("leader replica"), "{own}");
+        assert_eq!(mirrored, format!("{own}<br>run by the leader replica"));
     }
 
     fn fleet() -> Vec<Arc<Certificate>> {

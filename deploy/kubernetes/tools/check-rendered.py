@@ -219,8 +219,6 @@ def check_postgres_container(c, pod):
     if any(a.startswith("--storage.postgres.url") and not a.startswith(POSTGRES_URL_FILE) for a in args) \
             or "CLOUD66_SSL_EXPORTER_STORAGE_POSTGRES_URL" in env:
         errs.append("the URL holds a password: pass it as a file, not as an argument or variable")
-    if any(a.startswith("--cloud66.") for a in args) or any(e.startswith("CLOUD66_SSL_EXPORTER_CLOUD66_") for e in env):
-        errs.append("--cloud66.* cannot be combined with PostgreSQL storage yet (the exporter exits 64)")
     files = [a[len(POSTGRES_URL_FILE):] for a in args if a.startswith(POSTGRES_URL_FILE)]
     if len(files) != 1:
         return errs + [f"expected one {POSTGRES_URL_FILE}FILE argument, found {len(files)}"]

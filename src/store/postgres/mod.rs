@@ -10,11 +10,17 @@
 //! - `tail`: every replica, the one that wrote an event included, applies the shared
 //!   log to its in-memory state in the same order, by a cursor that cannot skip a
 //!   transaction that commits late; woken by `NOTIFY` and by its own writer, and
-//!   polling as a safety net. It also writes the snapshot replicas start from.
+//!   polling as a safety net. On the leader it also writes the snapshot replicas start
+//!   from.
+//! - `leader`: the election of the one replica that does what must happen once per
+//!   cluster (the snapshot, the Cloud66 API sync), through a session advisory lock.
+//! - `stacks`: the Cloud66 API reconciliation's stacks, in a table and in the log.
 //!
-//! Forgetting a certificate is an event in the log (`FORGET_EVENT_TYPE`), so every
-//! replica forgets it. The webhook token, when generated, is stored in the database so
-//! that every replica accepts the same URL.
+//! Forgetting a certificate, an API observation and a stack save are events in the log
+//! (`FORGET_EVENT_TYPE`, `OBSERVATION_EVENT_TYPE`, `STACK_EVENT_TYPE`), so every replica
+//! applies them at the same place. The webhook token, when generated, is stored in the
+//! database so that every replica accepts the same URL; the leader shares the sync's
+//! status there too.
 
 pub(crate) mod connect;
 mod copy;

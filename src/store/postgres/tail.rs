@@ -1,6 +1,6 @@
 //! The tail: applies the shared event log to this replica's in-memory state, in log
-//! order, whichever replica wrote the events; and, one replica at a time, writes the
-//! snapshot replicas start from.
+//! order, whichever replica wrote the events; and, on the leader, writes the snapshot
+//! replicas start from.
 //!
 //! The position is `(xid, id)`: the writing transaction's id, then the row's. A row is
 //! read only once its transaction is older than every transaction still running
@@ -8,7 +8,9 @@
 //! ids early and commits late is read when it commits, before anything after it: no
 //! row is ever skipped, which reading `id > last` would do (see POSTGRES.md). The tail
 //! wakes on its own writer's commit, on `NOTIFY` from any replica's, and every
-//! [`POLL`] in case a notification was lost (they are, across reconnects).
+//! [`POLL`] in case a notification was lost (they are, across reconnects). When its
+//! writer waits for events that a transaction still running holds back, it reads again
+//! after a few milliseconds instead: that transaction's commit wakes nobody.
 //!
 //! Only the tail changes the state, so applying in the same order gives every replica
 //! the same state, and the snapshot it writes is consistent with its position.

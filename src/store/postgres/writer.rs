@@ -1,5 +1,6 @@
 //! The writer of a PostgreSQL store: takes every queued job, writes them in one
-//! transaction and commits once (group commit), then wakes the tail and answers. An
+//! transaction and commits once (group commit), then wakes the tail and, from a task of
+//! its own once the tail applied the batch, answers; the next batch starts meanwhile. An
 //! event is answered only after its transaction committed; while the database is
 //! briefly gone the batch is retried on fresh connections, each job for the retry
 //! window (`PostgresConfig::retry_window`: 20 s, well inside Cloud66's 30 s timeout)
@@ -56,7 +57,8 @@ pub(super) async fn run(
         }
         let mut backoff = Duration::from_millis(50);
         let written = loop {
-            match write(&pool, &state, max_certificates, &batch.jobs).await {
+            let within = batch.time_left();
+            match write(&pool, within, &state, max_certificates, &batch.jobs).await {
                 Ok(written) => break Ok(written),
                 Err(e) if e.is_transient() => {
                     // Each job has its own window, from when the writer took it: answer
@@ -121,6 +123,16 @@ impl Batch {
         self.deadlines.push(Instant::now() + retry_window);
     }
 
+    /// Until the first of the jobs' windows ends.
+    fn time_left(&self) -> Duration {
+        let now = Instant::now();
+        self.deadlines
+            .iter()
+            .map(|deadline| deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or_default()
+    }
+
     /// Adds the queued jobs, up to [`MAX_BATCH`].
     fn take_queued(&mut self, jobs: &mut mpsc::Receiver<Job>, retry_window: Duration) {
         while self.jobs.len() < MAX_BATCH {
@@ -151,14 +163,24 @@ impl Batch {
 }
 
 /// Writes `batch` in one transaction; the outcome of each job, and the newest log
-/// position written, if any.
+/// position written, if any. Getting a connection (opening one, while the database is
+/// away) takes `within` at most, so that no job is answered long after its window.
 async fn write(
     pool: &Pool,
+    within: Duration,
     state: &State,
     max_certificates: usize,
     batch: &[Job],
 ) -> Result<(Vec<Outcome>, Option<Position>), PgError> {
-    let mut client = pool.get().await?;
+    let mut timeouts = pool.timeouts();
+    for timeout in [
+        &mut timeouts.wait,
+        &mut timeouts.create,
+        &mut timeouts.recycle,
+    ] {
+        *timeout = Some(timeout.map_or(within, |t| t.min(within)));
+    }
+    let mut client = pool.timeout_get(&timeouts).await?;
     let tx = client.transaction().await?;
     let insert = tx.prepare(INSERT_EVENT).await?;
     let mut outcomes = Vec::with_capacity(batch.len());
