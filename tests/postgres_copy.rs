@@ -150,3 +150,72 @@ async fn a_second_copy_changes_nothing_and_a_bad_source_fails() {
     assert_eq!(bad.status.code(), Some(64), "{}", stderr(&bad));
     assert!(!stderr(&bad).contains("password"));
 }
+
+/// `cloud66_ssl_exporter_stack_info` lines, sorted.
+fn stack_info(metrics: &str) -> Vec<String> {
+    let mut lines: Vec<String> = metrics
+        .lines()
+        .filter(|line| line.starts_with("cloud66_ssl_exporter_stack_info{"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn a_reconciling_store_is_copied_with_its_stacks() {
+    use common::fake_cloud66::FakeCloud66;
+    let pg = PgServer::shared().await;
+    let url = pg.create_database("copy_stacks").await;
+    let fake = FakeCloud66::start().await;
+    // Stack A's webhook id comes from its actions; stack B's stays unknown, so its
+    // certificate is labelled with its uid.
+    let (uid_a, uid_b) = (
+        "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+    );
+    fake.add_stack(uid_a, "Awesome App", "production");
+    fake.set_actions(uid_a, vec![FakeCloud66::stack_action(json!("777"))]);
+    fake.add_stack(uid_b, "Other App", "staging");
+    let expiry = "2030-01-01T00:00:00Z";
+    let cert = |uuid: &str, name: &str| {
+        FakeCloud66::certificate(uuid, name, name, json!(3), Some(expiry), true)
+    };
+    fake.set_certificates(uid_a, vec![cert("u1", "a.example.com")]);
+    fake.set_certificates(uid_b, vec![cert("u2", "b.example.com")]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = TestServer::start_with(dir.path(), |c| {
+        c.auth = WebhookAuth::Token(TOKEN.into());
+        c.cloud66 = Some(common::sync::config(&fake));
+    })
+    .await;
+    common::sync::first_sync(&embedded).await;
+    let metrics = embedded.metrics().await;
+    let (series, stacks) = (certificate_series(&metrics), stack_info(&metrics));
+    assert_eq!(stacks.len(), 2, "{stacks:?}");
+    assert!(
+        series.iter().any(|l| l.contains("stack=\"777\""))
+            && series.iter().any(|l| l.contains(uid_b)),
+        "{series:?}"
+    );
+    embedded.stop().await;
+
+    let output = copy(dir.path(), &url);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("stacks=2"), "{}", stderr(&output));
+
+    // With the API gone, what the replica knows of the stacks comes from the copy only.
+    fake.stop().await;
+    let replica_dir = tempfile::tempdir().expect("tempdir");
+    let config = PostgresConfig::from_url(&url).expect("valid URL");
+    let replica = TestServer::start_with(replica_dir.path(), |c| {
+        c.auth = WebhookAuth::Token(TOKEN.into());
+        c.postgres = Some(config);
+        c.cloud66 = Some(common::sync::config(&fake));
+    })
+    .await;
+    let metrics = replica.metrics().await;
+    assert_eq!(stack_info(&metrics), stacks);
+    assert_eq!(certificate_series(&metrics), series);
+    replica.stop().await;
+}
