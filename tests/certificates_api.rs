@@ -366,10 +366,7 @@ async fn delete_still_needs_the_token_and_the_api_then_forgets(backend: Backend)
     server.stop().await;
 }
 
-/// SQLite only: the Cloud66 API reconciliation is not available with PostgreSQL storage
-/// yet (`--cloud66.*` with `--storage.postgres.url` exits 64; see the README).
-#[tokio::test]
-async fn a_certificate_known_only_from_the_api_is_listed_with_its_stack_name() {
+async fn a_certificate_known_only_from_the_api_is_listed_with_its_stack_name(backend: Backend) {
     use common::fake_cloud66::FakeCloud66;
     let fake = FakeCloud66::start().await;
     let uid = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
@@ -388,7 +385,7 @@ async fn a_certificate_known_only_from_the_api_is_listed_with_its_stack_name() {
         )],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = common::sync::start(dir.path(), &fake, |_| {}).await;
+    let server = common::sync::start_on(backend, dir.path(), &fake, |_| {}).await;
     common::sync::first_sync(&server).await;
     let reply = request(
         server.addr,
@@ -444,3 +441,4 @@ async fn a_certificate_known_only_from_the_api_is_listed_with_its_stack_name() {
     assert_eq!(history[0]["changed_state"], true);
     server.stop().await;
 }
+both_backends!(a_certificate_known_only_from_the_api_is_listed_with_its_stack_name);

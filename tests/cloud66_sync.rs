@@ -4,28 +4,18 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cloud66_ssl_exporter::config::Cloud66Config;
 use common::fake_cloud66::{FAKE_TOKEN, FakeCloud66, Fault, Route};
-use common::sync::{first_sync, start, status, sync_now};
-use common::{Exporter, Log, TOKEN, TestServer, cert_series, payload, request, sample};
+use common::sync::{
+    UID_A, UID_B, cert, certificates, first_sync, in_days, pairs, start, start_on, status,
+    sync_after_restart, sync_now, sync_started_since,
+};
+use common::{
+    Backend, Exporter, Log, TOKEN, TestServer, both_backends, cert_series, payload, request, sample,
+};
 use serde_json::{Value, json};
-
-const UID_A: &str = "5999b763474b0eafa5fafb64bff0ba80";
-const UID_B: &str = "a6b583684833a2cf4845079c9d9350a8";
-
-/// An RFC 3339 date `days` from now.
-fn in_days(days: f64) -> String {
-    let at = chrono::Utc::now() + chrono::Duration::seconds((days * 86_400.0) as i64);
-    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// A certificate object: installed (status 3) Let's Encrypt, expiring in `days`.
-fn cert(uuid: &str, name: &str, days: f64) -> Value {
-    FakeCloud66::certificate(uuid, name, name, json!(3), Some(&in_days(days)), true)
-}
 
 /// Days left of a certificate, or `None` if it has no such series.
 fn days_left(metrics: &str, stack: &str, name: &str) -> Option<f64> {
@@ -42,25 +32,6 @@ fn failing(metrics: &str, stack: &str, name: &str) -> Option<f64> {
     )
 }
 
-/// The (stack, name) of every certificate with an `ssl_cert_info` series.
-fn certificates(metrics: &str) -> BTreeSet<(String, String)> {
-    metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("ssl_cert_info{stack=\""))
-        .filter_map(|rest| {
-            let (stack, rest) = rest.split_once("\",name=\"")?;
-            let (name, _) = rest.split_once('"')?;
-            Some((stack.to_owned(), name.to_owned()))
-        })
-        .collect()
-}
-
-fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
-    list.iter()
-        .map(|(s, n)| (s.to_string(), n.to_string()))
-        .collect()
-}
-
 /// The webhook `install.ok`/`fail` etc. for certificate `name` on stack `stack`.
 fn webhook(event_type: &str, timestamp: i64, stack: u64, name: &str, extra: Value) -> String {
     payload(event_type, timestamp, stack, name, extra)
@@ -70,8 +41,8 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-#[tokio::test]
-async fn backfill_on_an_empty_store_shows_every_certificate_with_zero_counters() {
+both_backends!(backfill_on_an_empty_store_shows_every_certificate_with_zero_counters);
+async fn backfill_on_an_empty_store_shows_every_certificate_with_zero_counters(backend: Backend) {
     let fake = FakeCloud66::start().await;
     fake.add_stack(UID_A, "Awesome App", "production");
     fake.add_stack(UID_B, "Billing API", "staging");
@@ -84,7 +55,7 @@ async fn backfill_on_an_empty_store_shows_every_certificate_with_zero_counters()
     fake.set_certificates(UID_A, api_fixtures);
     fake.set_certificates(UID_B, vec![cert("b1", "billing.example.com", 40.0)]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), &fake, |_| {}).await;
+    let server = start_on(backend, dir.path(), &fake, |_| {}).await;
 
     let status = first_sync(&server).await;
     assert_eq!(status["last_result"], "ok", "{status}");
@@ -186,28 +157,76 @@ async fn backfill_on_an_empty_store_shows_every_certificate_with_zero_counters()
         assert!(seen.gzip, "{seen:?}");
     }
     // A second sync changes nothing and stores nothing.
-    let events = stored_events(&server);
+    let events = stored_events(&server).await;
+    let log = log_rows(&server).await;
     let status = sync_now(&server).await;
     assert_eq!(
         (status["last_result"].as_str(), status["changed"].as_u64()),
         (Some("ok"), Some(0))
     );
     assert_eq!(
-        stored_events(&server),
+        stored_events(&server).await,
         events,
         "unchanged certificates write nothing"
+    );
+    assert_eq!(
+        log_rows(&server).await,
+        log,
+        "nor do unchanged stacks (PostgreSQL logs a stack when it is saved)"
     );
     server.stop().await;
 }
 
-/// Rows in the event log (read beside the running exporter: WAL allows readers).
-fn stored_events(server: &TestServer) -> i64 {
-    let path = server.storage.join(cloud66_ssl_exporter::DB_FILE);
-    let db =
-        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+/// Rows in the event log (read beside the running exporter: WAL allows readers). On
+/// PostgreSQL, without the stack and forget rows: SQLite keeps stacks and forgets
+/// outside its log, so only the rows both backends log (webhooks and API observations)
+/// are comparable.
+async fn stored_events(server: &TestServer) -> i64 {
+    match server.backend {
+        Backend::Sqlite => {
+            let path = server.storage.join(cloud66_ssl_exporter::DB_FILE);
+            let db = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
             .expect("open the database");
-    db.query_row("SELECT count(*) FROM events", [], |row| row.get(0))
-        .expect("count events")
+            db.query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+                .expect("count events")
+        }
+        Backend::Postgres => {
+            pg_count(
+                server,
+                "SELECT count(*) FROM cloud66_ssl_exporter_events \
+                 WHERE event_type NOT IN \
+                 ('cloud66-ssl-exporter.stack', 'cloud66-ssl-exporter.forget')",
+            )
+            .await
+        }
+    }
+}
+
+/// On PostgreSQL, every row of the shared log, stack and forget rows included; `None`
+/// on SQLite, which keeps those outside its log.
+async fn log_rows(server: &TestServer) -> Option<i64> {
+    match server.backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            Some(pg_count(server, "SELECT count(*) FROM cloud66_ssl_exporter_events").await)
+        }
+    }
+}
+
+/// The count that `query` reads from the server's PostgreSQL database.
+async fn pg_count(server: &TestServer, query: &str) -> i64 {
+    let db = server
+        .database
+        .as_ref()
+        .expect("a PostgreSQL server has a database");
+    let count = common::postgres::PgServer::shared()
+        .await
+        .sql(&db.name, query)
+        .await;
+    count.parse().unwrap_or_else(|e| panic!("{e}: {count:?}"))
 }
 
 /// A webhook body of `event_type` sent at `timestamp` (fractional seconds allowed).
@@ -257,10 +276,10 @@ async fn web_on_stack_123() -> (FakeCloud66, tempfile::TempDir, String) {
     (fake, tempfile::tempdir().expect("tempdir"), in_60)
 }
 
-#[tokio::test]
-async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways() {
+both_backends!(the_newest_word_wins_between_webhooks_and_the_api_both_ways);
+async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways(backend: Backend) {
     let (fake, dir, in_60) = web_on_stack_123().await;
-    let server = start(dir.path(), &fake, configured_a).await;
+    let server = start_on(backend, dir.path(), &fake, configured_a).await;
     first_sync(&server).await;
     assert_eq!(
         expiry(&server.metrics().await, "123", "web"),
@@ -318,10 +337,10 @@ async fn the_newest_word_wins_between_webhooks_and_the_api_both_ways() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_missed_install_ok_is_healed_by_a_sync() {
+both_backends!(a_missed_install_ok_is_healed_by_a_sync);
+async fn a_missed_install_ok_is_healed_by_a_sync(backend: Backend) {
     let (fake, dir, _) = web_on_stack_123().await;
-    let server = start(dir.path(), &fake, configured_a).await;
+    let server = start_on(backend, dir.path(), &fake, configured_a).await;
     first_sync(&server).await;
     // A renewal fails, then succeeds, but the install.ok delivery is lost.
     let reply = server
@@ -375,8 +394,8 @@ async fn a_missed_install_ok_is_healed_by_a_sync() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn certificates_are_forgotten_only_after_complete_listings() {
+both_backends!(certificates_are_forgotten_only_after_complete_listings);
+async fn certificates_are_forgotten_only_after_complete_listings(backend: Backend) {
     let fake = FakeCloud66::start().await;
     fake.set_per_page(1);
     one_stack(
@@ -391,7 +410,7 @@ async fn certificates_are_forgotten_only_after_complete_listings() {
     fake.add_stack(UID_B, "Billing API", "staging");
     fake.set_certificates(UID_B, vec![cert("b", "billing", 60.0)]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), &fake, |c| {
+    let server = start_on(backend, dir.path(), &fake, |c| {
         c.stack_ids = vec![
             (UID_A.to_owned(), "123".to_owned()),
             (UID_B.to_owned(), "456".to_owned()),
@@ -486,8 +505,10 @@ async fn certificates_are_forgotten_only_after_complete_listings() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_series_merge() {
+both_backends!(stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_series_merge);
+async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_series_merge(
+    backend: Backend,
+) {
     let fake = FakeCloud66::start().await;
     let c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
     let c2 = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2";
@@ -512,7 +533,7 @@ async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_se
         )],
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), &fake, |c| {
+    let server = start_on(backend, dir.path(), &fake, |c| {
         c.stack_ids = vec![(c1.to_owned(), "111".to_owned())]
     })
     .await;
@@ -592,8 +613,8 @@ async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_se
     assert_eq!(actions(&fake), 2);
 
     // All of it survives a restart, and later observations land on the id.
-    server.stop().await;
-    let server = start(dir.path(), &fake, |c| {
+    let restarted = now_f64();
+    let server = common::sync::restart(server, &fake, |c| {
         c.stack_ids = vec![(c1.to_owned(), "111".to_owned())]
     })
     .await;
@@ -610,7 +631,7 @@ async fn stack_ids_come_from_configuration_actions_or_a_content_match_and_uid_se
         metrics.contains(r#"id_source="matched",stack="333""#),
         "{metrics}"
     );
-    first_sync(&server).await;
+    sync_after_restart(&server, restarted).await;
     assert_eq!(actions(&fake), 2, "not even after a restart");
     assert_eq!(certificates(&server.metrics().await).len(), 3);
     server.stop().await;
@@ -859,8 +880,8 @@ async fn the_request_budget_holds_and_a_cut_round_goes_on_in_the_next_window() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_restart_in_the_middle_of_a_sync_loses_nothing() {
+both_backends!(a_restart_in_the_middle_of_a_sync_loses_nothing);
+async fn a_restart_in_the_middle_of_a_sync_loses_nothing(backend: Backend) {
     let fake = FakeCloud66::start().await;
     one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
     fake.add_stack(UID_B, "Billing API", "staging");
@@ -880,7 +901,7 @@ async fn a_restart_in_the_middle_of_a_sync_loses_nothing() {
         ];
         c.request_timeout = Duration::from_secs(60);
     };
-    let server = start(dir.path(), &fake, ids).await;
+    let server = start_on(backend, dir.path(), &fake, ids).await;
     for _ in 0..200 {
         if days_left(&server.metrics().await, "123", "web").is_some() {
             break;
@@ -891,23 +912,23 @@ async fn a_restart_in_the_middle_of_a_sync_loses_nothing() {
         status(&server).await["running"] == true,
         "the sync is still waiting for B"
     );
-    server.stop().await;
 
     // After the restart, A's certificate is there before any sync: it was stored.
     let unreachable = FakeCloud66::start().await;
     unreachable.stop().await;
-    let server = start(dir.path(), &unreachable, ids).await;
+    let restarted = now_f64();
+    let server = common::sync::restart(server, &unreachable, ids).await;
     let metrics = server.metrics().await;
     assert!(days_left(&metrics, "123", "web").is_some(), "{metrics}");
-    let status = first_sync(&server).await;
+    let status = sync_started_since(&server, restarted).await;
     assert_eq!(status["last_result"], "failed");
     assert_eq!(errors(&server.metrics().await, "transport"), Some(1.0));
-    server.stop().await;
 
     // And the next sync completes the rest.
     fake.clear_faults();
-    let server = start(dir.path(), &fake, ids).await;
-    let status = first_sync(&server).await;
+    let restarted = now_f64();
+    let server = common::sync::restart(server, &fake, ids).await;
+    let status = sync_after_restart(&server, restarted).await;
     assert_eq!(status["last_result"], "ok", "{status}");
     assert_eq!(
         certificates(&server.metrics().await),
@@ -964,12 +985,12 @@ async fn https_is_verified_and_the_token_never_follows_a_redirect_to_another_hos
     server.stop().await;
 }
 
-#[tokio::test]
-async fn the_sync_endpoint_starts_a_sync_and_shows_its_status() {
+both_backends!(the_sync_endpoint_starts_a_sync_and_shows_its_status);
+async fn the_sync_endpoint_starts_a_sync_and_shows_its_status(backend: Backend) {
     let fake = FakeCloud66::start().await;
     one_stack(&fake, vec![cert("w", "web", 60.0)]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), &fake, configured_a).await;
+    let server = start_on(backend, dir.path(), &fake, configured_a).await;
     first_sync(&server).await;
     let post = |headers: &'static [(&'static str, &'static str)]| {
         request(server.addr, "POST", "/api/v1/sync", headers, "")
@@ -1003,6 +1024,7 @@ async fn the_sync_endpoint_starts_a_sync_and_shows_its_status() {
     })
     .await;
     assert_eq!(done["last_result"], "ok");
+    assert_eq!(done["leader"], true, "a lone exporter runs its own syncs");
     assert_eq!(done["stacks"], 1);
     assert!(done["next_sync"].as_f64() > done["last_finished"].as_f64());
     assert_eq!(done["stacks_known"][0]["stack"], "123");
@@ -1020,7 +1042,7 @@ async fn the_sync_endpoint_starts_a_sync_and_shows_its_status() {
 
     // Without an API token there is no sync, and no sync metric.
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on(backend, dir.path()).await;
     let reply = common::sync::post_sync(server.addr).await;
     assert_eq!(reply.status, 404);
     assert!(reply.body.contains("--cloud66.api-token"), "{}", reply.body);
@@ -1068,12 +1090,12 @@ async fn every_sync_metric_is_emitted_with_a_token() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn changes_between_syncs_renewed_deleted_and_new_stacks_are_followed() {
+both_backends!(changes_between_syncs_renewed_deleted_and_new_stacks_are_followed);
+async fn changes_between_syncs_renewed_deleted_and_new_stacks_are_followed(backend: Backend) {
     let fake = FakeCloud66::start().await;
     one_stack(&fake, vec![cert("w", "web", 10.0), cert("o", "old", 10.0)]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), &fake, |c| {
+    let server = start_on(backend, dir.path(), &fake, |c| {
         configured_a(c);
         c.forget_missing_after = 1;
     })

@@ -8,6 +8,7 @@ use std::process::Output;
 
 use cloud66_ssl_exporter::config::{PostgresConfig, WebhookAuth};
 use common::postgres::PgServer;
+use common::sync::stack_info;
 use common::{TOKEN, TestServer, certificate_series, payload, request};
 use serde_json::json;
 
@@ -149,17 +150,6 @@ async fn a_second_copy_changes_nothing_and_a_bad_source_fails() {
     let bad = copy(dir.path(), "mysql://nowhere/db");
     assert_eq!(bad.status.code(), Some(64), "{}", stderr(&bad));
     assert!(!stderr(&bad).contains("password"));
-}
-
-/// `cloud66_ssl_exporter_stack_info` lines, sorted.
-fn stack_info(metrics: &str) -> Vec<String> {
-    let mut lines: Vec<String> = metrics
-        .lines()
-        .filter(|line| line.starts_with("cloud66_ssl_exporter_stack_info{"))
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
 }
 
 #[tokio::test]

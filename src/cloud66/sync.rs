@@ -216,19 +216,22 @@ impl Syncer {
         let requests = role.clone();
         let mut reconciler = Reconciler::new(&self);
         let mut next = Instant::now();
+        let mut led = false;
         loop {
             if !role.leads() {
                 // Another replica runs the syncs: show its status, and pass on requests.
+                led = false;
                 self.update_status(|s| s.leader = false);
                 tokio::select! {
                     () = role.changed() => {}
                     asked = asked.recv() => match asked {
                         None => return,
-                        Some(()) => {
-                            if let Err(error) = role.ask_leader().await {
-                                tracing::warn!(%error, "cannot ask the leader for a Cloud66 API sync");
-                            }
-                        }
+                        // Asked just as leadership moved away: pass it on.
+                        Some(()) => match role.ask_leader().await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::warn!("a Cloud66 API sync was asked for while no replica leads; the next scheduled one will run"),
+                            Err(error) => tracing::warn!(%error, "cannot ask the leader for a Cloud66 API sync"),
+                        },
                     },
                     () = tokio::time::sleep(MIRROR_EVERY) => {}
                 }
@@ -238,7 +241,20 @@ impl Syncer {
                 self.running.store(false, Ordering::Release);
                 continue;
             }
-            self.update_status(|s| s.leader = true);
+            if !led {
+                // Just elected (or started): go on with the cluster's schedule, from what
+                // the previous leader shared last; a sync of its that was running ended
+                // with it.
+                if let Some(when) = self.mirror(&app).await {
+                    next = when;
+                }
+                self.update_status(|s| {
+                    s.leader = true;
+                    s.running = false;
+                });
+                self.share(&app).await;
+                led = true;
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(next.into()) => {}
                 asked = asked.recv() => if asked.is_none() { return },
@@ -260,8 +276,13 @@ impl Syncer {
             let next_sync =
                 crate::now() + next.saturating_duration_since(Instant::now()).as_secs_f64();
             report.log(seconds);
+            let finished = crate::now();
+            if report.completed_round.is_some() {
+                // The same time as the status shows (and the followers mirror).
+                self.metrics.last_success.set(finished);
+            }
             self.update_status(|s| {
-                s.last_finished = Some(crate::now());
+                s.last_finished = Some(finished);
                 s.last_result = Some(report.result().into());
                 s.last_error = report.error.as_ref().map(|(_, why)| why.clone());
                 if let Some(seen) = report.completed_round {
@@ -475,7 +496,6 @@ impl Reconciler {
         }
         if !self.round_failed {
             report.completed_round = Some(self.round_seen);
-            syncer.metrics.last_success.set(crate::now());
             syncer
                 .metrics
                 .certificates

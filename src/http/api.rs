@@ -41,14 +41,33 @@ fn authorize(
     Err(HttpError::Unauthorized)
 }
 
-/// `POST /api/v1/sync`: starts a Cloud66 API sync now.
-pub(super) fn sync_now(
+/// `POST /api/v1/sync`: starts a Cloud66 API sync now; on a replica that does not lead,
+/// on the leader.
+pub(super) async fn sync_now(
     app: &App,
     peer: SocketAddr,
     request: &Request<Incoming>,
 ) -> Result<HttpResponse, HttpError> {
     authorize(app, peer, request, "sync request")?;
     let syncer = app.syncer().ok_or(HttpError::Off(SYNC_OFF))?;
+    let role = app.store().role();
+    if !role.leads() {
+        return match role.ask_leader().await {
+            Ok(true) => {
+                tracing::info!(%peer, "Cloud66 API sync requested; passed on to the leader");
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({ "status": "started", "on": "leader" }),
+                ))
+            }
+            Ok(false) => Err(HttpError::Unavailable(
+                "no replica leads right now (a handover takes a few seconds); try again".into(),
+            )),
+            Err(e) => Err(HttpError::Unavailable(format!(
+                "cannot ask the leader for a sync: {e}"
+            ))),
+        };
+    }
     match syncer.trigger() {
         Trigger::Started => {
             tracing::info!(%peer, "Cloud66 API sync requested");

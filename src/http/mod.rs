@@ -236,7 +236,7 @@ async fn route(
         // A `GET` offering no token is not a URL check; that form only takes POSTs.
         "/webhook" => Err(HttpError::MethodNotAllowed("POST")),
         p if p.starts_with("/webhook/") => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
-        api::SYNC_API if post => api::sync_now(app, peer, &request),
+        api::SYNC_API if post => api::sync_now(app, peer, &request).await,
         api::SYNC_API if get => api::sync_status(app),
         api::SYNC_API => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
         certificates::LIST if get => certificates::list(app, request.uri().query()),

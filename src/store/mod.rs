@@ -270,15 +270,15 @@ impl Role {
         }
     }
 
-    /// Asks the leader for a sync (with embedded storage this exporter leads itself, and
-    /// nothing is sent).
-    pub async fn ask_leader(&self) -> Result<(), StoreError> {
+    /// Asks the leader for a sync; `false` when no replica leads right now (with
+    /// embedded storage this exporter leads itself, and nothing is sent).
+    pub async fn ask_leader(&self) -> Result<bool, StoreError> {
         match &self.0 {
             Some(leadership) => leadership
                 .ask_leader()
                 .await
                 .map_err(|e| StoreError::Write(e.to_string())),
-            None => Ok(()),
+            None => Ok(true),
         }
     }
 }

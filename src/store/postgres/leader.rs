@@ -76,13 +76,21 @@ impl Leadership {
         self.asked.notified().await;
     }
 
-    /// Asks the leader, whichever replica it is, for a sync.
-    pub(crate) async fn ask_leader(&self) -> Result<(), PgError> {
+    /// Asks the leader, whichever replica it is, for a sync; `false` when no replica
+    /// leads right now (a handover, or every replica starting), so nobody would hear.
+    pub(crate) async fn ask_leader(&self) -> Result<bool, PgError> {
         let client = self.pool.get().await?;
-        client
-            .batch_execute(&format!("NOTIFY {SYNC_CHANNEL}"))
+        // Notifies once per holder of the lock in this database: at most one.
+        let sent = client
+            .query(
+                "SELECT pg_notify($1, '') FROM pg_locks \
+                 WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+                   AND classid = $2::int4::oid AND objid = $3::int4::oid \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[&SYNC_CHANNEL, &LOCK_KEY, &LEADER_LOCK],
+            )
             .await?;
-        Ok(())
+        Ok(!sent.is_empty())
     }
 }
 
