@@ -16,6 +16,16 @@ async fn server(backend: Backend) -> (tempfile::TempDir, TestServer) {
     (dir, server)
 }
 
+/// `ssl_install_successes_total` of the certificate of the documented payloads.
+fn installs_of_the_documented_certificate(metrics: &str) -> Option<f64> {
+    let series = cert_series(
+        "ssl_install_successes_total",
+        "123",
+        "Awesome SSL Certificate",
+    );
+    sample(metrics, &series)
+}
+
 fn received(metrics: &str, event_type: &str, result: &str) -> f64 {
     let series = format!(
         "cloud66_ssl_exporter_webhooks_received_total{{event_type=\"{event_type}\",result=\"{result}\"}}"
@@ -265,13 +275,54 @@ async fn the_same_delivery_twice_is_counted_once(backend: Backend) {
         (200, json!({"status": "duplicate"}))
     );
     let m = server.metrics().await;
-    let series = cert_series(
-        "ssl_install_successes_total",
-        "123",
-        "Awesome SSL Certificate",
-    );
-    assert_eq!(sample(&m, &series), Some(1.0));
+    assert_eq!(installs_of_the_documented_certificate(&m), Some(1.0));
     assert_eq!(received(&m, OK, "duplicate"), 1.0);
+    server.stop().await;
+}
+
+both_backends!(copies_of_one_delivery_arriving_together_are_counted_once);
+async fn copies_of_one_delivery_arriving_together_are_counted_once(backend: Backend) {
+    let (_dir, server) = server(backend).await;
+    // Sent at once, they share the writer's batches (one statement on PostgreSQL), the
+    // copies with other deliveries between them.
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..30_i64 {
+        let body = if i % 3 == 0 {
+            INSTALL_OK.to_owned()
+        } else {
+            payload(
+                OK,
+                1_700_000_000 + i,
+                77,
+                &format!("cert-{i}"),
+                json!({"cert_expiry": "2030-06-01T00:00:00Z"}),
+            )
+        };
+        let addr = server.addr;
+        sent.spawn(async move {
+            let reply = request(addr, "POST", &format!("/webhook/{TOKEN}"), &[], &body).await;
+            (i % 3 == 0, reply.status, reply.json()["status"].clone())
+        });
+    }
+    let mut copies = Vec::new();
+    while let Some(answer) = sent.join_next().await {
+        let (copy, status, result) = answer.expect("request task");
+        assert_eq!(status, 200);
+        if copy {
+            copies.push(result);
+        } else {
+            assert_eq!(result, "accepted");
+        }
+    }
+    copies.sort_by_key(|result| result.to_string());
+    let mut expected = vec![json!("duplicate"); 9];
+    expected.insert(0, json!("accepted"));
+    assert_eq!(copies, expected);
+    let m = server.metrics().await;
+    assert_eq!(installs_of_the_documented_certificate(&m), Some(1.0));
+    assert_eq!(received(&m, OK, "duplicate"), 9.0);
+    assert_eq!(received(&m, OK, "accepted"), 21.0);
+    assert_eq!(sample(&m, "cloud66_ssl_exporter_certificates"), Some(21.0));
     server.stop().await;
 }
 

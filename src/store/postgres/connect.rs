@@ -15,9 +15,9 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -51,7 +51,8 @@ const ALPN: &[u8] = b"postgresql";
 /// socket closing, which misses a server that restarted or failed over while the
 /// connection was idle until the first real statement fails on it; the writer would
 /// then spend a retry on it. One round trip per checkout is nothing at a few webhooks a
-/// day and a poll every half second.
+/// day and a poll every half second; under load the writer and the tail keep theirs
+/// across back-to-back uses ([`Held`]) and skip it.
 pub(crate) fn pool(config: &PostgresConfig) -> Result<Pool, String> {
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Verified,
@@ -68,6 +69,55 @@ pub(crate) fn pool(config: &PostgresConfig) -> Result<Pool, String> {
         .wait_timeout(Some(WAIT_TIMEOUT))
         .build()
         .map_err(|e| format!("cannot set up the PostgreSQL pool: {e}"))
+}
+
+/// How long a [`Held`] connection may sit unused before it goes back to the pool.
+const HELD_IDLE: Duration = Duration::from_millis(250);
+
+/// A pooled connection kept across back-to-back uses (the writer's batches, the tail's
+/// reads), so that a busy replica does not spend a round trip verifying it before each
+/// one, and its prepared statements stay cached. Unused for [`HELD_IDLE`], it goes back
+/// to the pool, whose checkout verifies it: a server that restarted while the replica
+/// was quiet is noticed there, not by a failed statement. A statement that fails on it
+/// while busy is retried by the caller after [`Held::release`].
+pub(crate) struct Held {
+    pool: Pool,
+    client: Option<(Object, Instant)>,
+}
+
+impl Held {
+    /// Nothing held yet.
+    pub(crate) fn new(pool: Pool) -> Self {
+        Held { pool, client: None }
+    }
+
+    /// The connection held, or a fresh checkout within `timeouts`.
+    pub(crate) async fn get(
+        &mut self,
+        timeouts: &Timeouts,
+    ) -> Result<&mut Object, deadpool_postgres::PoolError> {
+        // One that is closed or was idle goes back (or away) before the checkout.
+        let held = self
+            .client
+            .take()
+            .filter(|(client, used)| !client.is_closed() && used.elapsed() < HELD_IDLE);
+        let client = match held {
+            Some((client, _)) => client,
+            None => self.pool.timeout_get(timeouts).await?,
+        };
+        let (client, _) = self.client.insert((client, Instant::now()));
+        Ok(client)
+    }
+
+    /// The pool it checks out of.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Gives the connection up after an error on it: the next use checks out another.
+    pub(crate) fn release(&mut self) {
+        self.client = None;
+    }
 }
 
 /// One connection outside the pool, driven by a task of its own, with the

@@ -23,10 +23,11 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Client;
 
+use super::connect::{self, Held};
 use super::leader::Leadership;
 use super::schema::LOCK_KEY;
 use super::stacks::{STACK_EVENT_TYPE, StackEvent};
-use super::{FORGET_EVENT_TYPE, PgError, connect};
+use super::{FORGET_EVENT_TYPE, PgError};
 use crate::cloud66::StackRecord;
 use crate::config::PostgresConfig;
 use crate::event::{CertInfo, EventKind};
@@ -127,6 +128,8 @@ type SnapshotTask = tokio::task::JoinHandle<Result<usize, (PgError, Vec<CertKey>
 /// The tail of one replica.
 pub(super) struct Tail {
     pool: Pool,
+    /// The connection it reads the log on while events keep coming.
+    reader: Held,
     state: Arc<State>,
     position: Position,
     /// Certificates changed (or removed) since this replica last wrote the snapshot.
@@ -149,6 +152,7 @@ impl Tail {
     /// A tail applying the log after `position` to `state`.
     pub(super) fn new(pool: Pool, state: Arc<State>, position: Position) -> Self {
         Tail {
+            reader: Held::new(pool.clone()),
             pool,
             state,
             position,
@@ -210,14 +214,23 @@ impl Tail {
 
     /// Reads and applies at most [`BATCH`] events.
     async fn step(&mut self) -> Result<usize, PgError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                NEXT_EVENTS,
-                &[&self.position.xid, &self.position.id, &BATCH],
+        let timeouts = self.pool.timeouts();
+        let read = async {
+            let client = self.reader.get(&timeouts).await?;
+            let next = client.prepare_cached(NEXT_EVENTS).await?;
+            Ok::<_, PgError>(
+                client
+                    .query(&next, &[&self.position.xid, &self.position.id, &BATCH])
+                    .await?,
             )
-            .await?;
-        drop(client);
+        };
+        let rows = match read.await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.reader.release();
+                return Err(e);
+            }
+        };
         if rows.is_empty() {
             return Ok(0);
         }

@@ -10,6 +10,8 @@
 //! happened is safe: events are inserted with `ON CONFLICT DO NOTHING` on their dedup
 //! key, so a second try finds them stored.
 
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use tokio::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
+use super::connect::Held;
 use super::stacks::{STACK_EVENT_TYPE, StackEvent};
 use super::tail::{CHANNEL, Position, TailHandle};
 use super::{FORGET_EVENT_TYPE, PgError, stacks};
@@ -32,11 +35,15 @@ const MAX_BATCH: usize = 512;
 /// shows the event at once); the event is committed either way.
 const APPLY_WAIT: Duration = Duration::from_secs(1);
 
-/// Inserts one event unless its dedup key is stored; returns its position if inserted.
-const INSERT_EVENT: &str = "INSERT INTO cloud66_ssl_exporter_events \
+/// Inserts a batch's events in the order given, each unless its dedup key is stored
+/// (by an earlier row of the same statement too); returns the digest and log position
+/// of each inserted.
+const INSERT_EVENTS: &str = "INSERT INTO cloud66_ssl_exporter_events \
      (event_ts, digest, received_at, event_type, stack, name, payload) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_ts, digest) DO NOTHING \
-     RETURNING xid::text::bigint, id";
+     SELECT * FROM unnest($1::float8[], $2::bytea[], $3::float8[], $4::text[], $5::text[], \
+     $6::text[], $7::text[]) \
+     ON CONFLICT (event_ts, digest) DO NOTHING \
+     RETURNING digest, xid::text::bigint, id";
 
 /// Runs until the queue is closed and drained. While the database is unreachable, a
 /// job is retried for `retry_window` at most (plus the try under way).
@@ -48,6 +55,7 @@ pub(super) async fn run(
     max_certificates: usize,
     mut jobs: mpsc::Receiver<Job>,
 ) {
+    let mut held = Held::new(pool);
     while let Some(first) = jobs.recv().await {
         let mut batch = Batch::default();
         batch.admit(first, retry_window);
@@ -58,7 +66,7 @@ pub(super) async fn run(
         let mut backoff = Duration::from_millis(50);
         let written = loop {
             let within = batch.time_left();
-            match write(&pool, within, &state, max_certificates, &batch.jobs).await {
+            match write(&mut held, within, &state, max_certificates, &batch.jobs).await {
                 Ok(written) => break Ok(written),
                 Err(e) if e.is_transient() => {
                     // Each job has its own window, from when the writer took it: answer
@@ -162,17 +170,18 @@ impl Batch {
     }
 }
 
-/// Writes `batch` in one transaction; the outcome of each job, and the newest log
-/// position written, if any. Getting a connection (opening one, while the database is
-/// away) takes `within` at most, so that no job is answered long after its window.
+/// Writes `batch` in one transaction on the connection `held` keeps; the outcome of
+/// each job, and the newest log position written, if any. Getting a connection (opening
+/// one, while the database is away) takes `within` at most, so that no job is answered
+/// long after its window. After an error the connection is given up.
 async fn write(
-    pool: &Pool,
+    held: &mut Held,
     within: Duration,
     state: &State,
     max_certificates: usize,
     batch: &[Job],
 ) -> Result<(Vec<Outcome>, Option<Position>), PgError> {
-    let mut timeouts = pool.timeouts();
+    let mut timeouts = held.pool().timeouts();
     for timeout in [
         &mut timeouts.wait,
         &mut timeouts.create,
@@ -180,15 +189,45 @@ async fn write(
     ] {
         *timeout = Some(timeout.map_or(within, |t| t.min(within)));
     }
-    let mut client = pool.timeout_get(&timeouts).await?;
+    let written = async {
+        let client = held.get(&timeouts).await?;
+        let written = write_on(client, state, max_certificates, batch).await?;
+        if written.1.is_some() {
+            // Outside the transaction: PostgreSQL serialises the commits of transactions
+            // that notify, which would keep two replicas' writers from committing
+            // together. Only a wake-up (the other replicas also poll), so its failure
+            // is not the batch's: the events are committed.
+            if let Err(e) = client.batch_execute(&format!("NOTIFY {CHANNEL}")).await {
+                tracing::debug!(error = %PgError::from(e), "cannot notify the other replicas");
+            }
+        }
+        Ok(written)
+    }
+    .await;
+    if written.is_err() {
+        held.release();
+    }
+    written
+}
+
+/// Writes `batch` in one transaction on `client`: all its events in one statement, in
+/// the order of the jobs (a forget after a delivery in the same batch stays after it).
+async fn write_on(
+    client: &mut deadpool_postgres::Object,
+    state: &State,
+    max_certificates: usize,
+    batch: &[Job],
+) -> Result<(Vec<Outcome>, Option<Position>), PgError> {
     let tx = client.transaction().await?;
-    let insert = tx.prepare(INSERT_EVENT).await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut newest: Option<Position> = None;
-    // Certificates this batch adds, so that the limit counts them before the tail does.
-    let mut added = 0;
+    let mut limit = Limit {
+        state,
+        max_certificates,
+        added: HashSet::new(),
+    };
+    let mut rows = Rows::default();
+    let mut pending = Vec::with_capacity(batch.len());
     for job in batch {
-        let outcome = match job {
+        pending.push(match job {
             Job::Record {
                 event,
                 digest,
@@ -196,59 +235,36 @@ async fn write(
                 received_at,
                 ..
             } => {
-                let key = CertKey::new(&event.stack, &event.name);
-                if state.get_key(&key).is_none() && state.len() + added >= max_certificates {
-                    Outcome::Recorded(Recorded::OverLimit)
+                if limit.admits(&CertKey::new(&event.stack, &event.name)) {
+                    rows.push(Row {
+                        event_ts: event.timestamp,
+                        digest: Cow::Borrowed(digest),
+                        received_at: *received_at,
+                        event_type: event.kind.event_type(),
+                        stack: &event.stack,
+                        name: &event.name,
+                        payload: String::from_utf8_lossy(payload),
+                    });
+                    Pending::Record(*digest)
                 } else {
-                    let payload = String::from_utf8_lossy(payload);
-                    let row = tx
-                        .query_opt(
-                            &insert,
-                            &[
-                                &event.timestamp,
-                                &digest.as_slice(),
-                                received_at,
-                                &event.kind.event_type(),
-                                &event.stack,
-                                &event.name,
-                                &payload.as_ref(),
-                            ],
-                        )
-                        .await?;
-                    match row {
-                        Some(row) => {
-                            if state.get_key(&key).is_none() {
-                                added += 1;
-                            }
-                            newest = newest.max(Some(position(&row)));
-                            Outcome::Recorded(Recorded::Accepted)
-                        }
-                        None => Outcome::Recorded(Recorded::Duplicate),
-                    }
+                    Pending::Done(Outcome::Recorded(Recorded::OverLimit))
                 }
             }
             Job::Forget { stack, name, .. } => {
                 if state.get_key(&CertKey::new(stack, name)).is_none() {
-                    Outcome::Forgotten(Forgotten::Unknown)
+                    Pending::Done(Outcome::Forgotten(Forgotten::Unknown))
                 } else {
+                    // A key of its own: forgetting twice is two events.
                     let digest = super::super::database::generate_token()
                         .map_err(|e| PgError::Pool(format!("no randomness: {e}")))?;
-                    let row = tx
-                        .query_one(
-                            &insert,
-                            &[
-                                &crate::now(),
-                                &digest.as_bytes(),
-                                &crate::now(),
-                                &FORGET_EVENT_TYPE,
-                                stack,
-                                name,
-                                &"{}",
-                            ],
-                        )
-                        .await?;
-                    newest = newest.max(Some(position(&row)));
-                    Outcome::Forgotten(Forgotten::Removed)
+                    rows.push(Row::now(
+                        FORGET_EVENT_TYPE,
+                        stack,
+                        name,
+                        digest.into_bytes(),
+                        Cow::Borrowed("{}"),
+                    ));
+                    Pending::Done(Outcome::Forgotten(Forgotten::Removed))
                 }
             }
             Job::Probe { bytes, .. } => {
@@ -259,17 +275,18 @@ async fn write(
                     &[&filler],
                 )
                 .await?;
-                Outcome::Probed(Ok(()))
+                Pending::Done(Outcome::Probed(Ok(())))
             }
             Job::Observe { observations, .. } => {
                 let mut observed = Observed::default();
+                let mut digests = Vec::new();
                 for observation in observations {
                     let key = CertKey::new(&observation.stack, &observation.name);
-                    let current = state.get_key(&key);
-                    if current.is_none() && state.len() + added >= max_certificates {
+                    if !limit.admits(&key) {
                         observed.over_limit += 1;
                         continue;
                     }
+                    let current = state.get_key(&key);
                     let mut cert = current
                         .as_deref()
                         .cloned()
@@ -286,32 +303,18 @@ async fn write(
                         PgError::Refused(format!("cannot store an observation: {e}"))
                     })?;
                     let digest: [u8; 32] = Sha256::digest(payload.as_bytes()).into();
-                    let row = tx
-                        .query_opt(
-                            &insert,
-                            &[
-                                &observation.fetched_at,
-                                &digest.as_slice(),
-                                &observation.fetched_at,
-                                &OBSERVATION_EVENT_TYPE,
-                                &observation.stack,
-                                &observation.name,
-                                &payload,
-                            ],
-                        )
-                        .await?;
-                    match row {
-                        Some(row) => {
-                            observed.applied += 1;
-                            if current.is_none() {
-                                added += 1;
-                            }
-                            newest = newest.max(Some(position(&row)));
-                        }
-                        None => observed.unchanged += 1,
-                    }
+                    rows.push(Row {
+                        event_ts: observation.fetched_at,
+                        digest: Cow::Owned(digest.to_vec()),
+                        received_at: observation.fetched_at,
+                        event_type: OBSERVATION_EVENT_TYPE,
+                        stack: &observation.stack,
+                        name: &observation.name,
+                        payload: Cow::Owned(payload),
+                    });
+                    digests.push(digest);
                 }
-                Outcome::Observed(observed)
+                Pending::Observe(observed, digests)
             }
             Job::Stack {
                 record,
@@ -325,38 +328,168 @@ async fn write(
                 let moved = moved_from.map_or(0, |from| state.keys_of_stack(from).len());
                 let (payload, digest) =
                     StackEvent::new(record, moved_from.map(str::to_owned)).payload()?;
-                let now = crate::now();
-                let row = tx
-                    .query_one(
-                        &insert,
-                        &[
-                            &now,
-                            &digest.as_slice(),
-                            &now,
-                            &STACK_EVENT_TYPE,
-                            &record.label(),
-                            &"",
-                            &payload,
-                        ],
-                    )
-                    .await?;
-                newest = newest.max(Some(position(&row)));
-                Outcome::Stacked(moved)
+                rows.push(Row::now(
+                    STACK_EVENT_TYPE,
+                    record.label(),
+                    "",
+                    digest.to_vec(),
+                    Cow::Owned(payload),
+                ));
+                Pending::Done(Outcome::Stacked(moved))
             }
-        };
-        outcomes.push(outcome);
+        });
     }
-    if newest.is_some() {
-        tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
-    }
+    let mut inserted = rows.insert(&tx).await?;
     tx.commit().await?;
+    let newest = inserted.values().max().copied();
+    let mut stored = |digest: &[u8]| inserted.remove(digest).is_some();
+    let outcomes = pending
+        .into_iter()
+        .map(|pending| match pending {
+            Pending::Done(outcome) => outcome,
+            Pending::Record(digest) => Outcome::Recorded(if stored(&digest) {
+                Recorded::Accepted
+            } else {
+                Recorded::Duplicate
+            }),
+            Pending::Observe(mut observed, digests) => {
+                for digest in digests {
+                    if stored(&digest) {
+                        observed.applied += 1;
+                    } else {
+                        observed.unchanged += 1;
+                    }
+                }
+                Outcome::Observed(observed)
+            }
+        })
+        .collect();
     Ok((outcomes, newest))
 }
 
-/// The log position `INSERT_EVENT` returned.
-fn position(row: &tokio_postgres::Row) -> Position {
-    Position {
-        xid: row.get(0),
-        id: row.get(1),
+/// A job's outcome once its events are inserted.
+enum Pending {
+    /// Known before.
+    Done(Outcome),
+    /// A delivery: accepted if its digest was inserted, a duplicate if not.
+    Record([u8; 32]),
+    /// Observations: those whose digests were inserted are applied, the others were
+    /// already stored.
+    Observe(Observed, Vec<[u8; 32]>),
+}
+
+/// The certificate limit over one batch: a certificate the state lacks counts from the
+/// first job of the batch that adds it, stored yet or not (a delivery another replica
+/// stored first adds it all the same).
+struct Limit<'a> {
+    state: &'a State,
+    max_certificates: usize,
+    added: HashSet<CertKey>,
+}
+
+impl Limit<'_> {
+    /// Whether an event for `key` may be stored.
+    fn admits(&mut self, key: &CertKey) -> bool {
+        if self.state.get_key(key).is_some() || self.added.contains(key) {
+            return true;
+        }
+        if self.state.len() + self.added.len() >= self.max_certificates {
+            return false;
+        }
+        self.added.insert(key.clone());
+        true
+    }
+}
+
+/// One event to insert.
+struct Row<'a> {
+    event_ts: f64,
+    digest: Cow<'a, [u8]>,
+    received_at: f64,
+    event_type: &'a str,
+    stack: &'a str,
+    name: &'a str,
+    payload: Cow<'a, str>,
+}
+
+impl<'a> Row<'a> {
+    /// An event of the exporter's own (a forget, a stack), at and received now.
+    fn now(
+        event_type: &'a str,
+        stack: &'a str,
+        name: &'a str,
+        digest: Vec<u8>,
+        payload: Cow<'a, str>,
+    ) -> Self {
+        let now = crate::now();
+        Row {
+            event_ts: now,
+            digest: Cow::Owned(digest),
+            received_at: now,
+            event_type,
+            stack,
+            name,
+            payload,
+        }
+    }
+}
+
+/// The events of a batch, column by column.
+#[derive(Default)]
+struct Rows<'a> {
+    event_ts: Vec<f64>,
+    digests: Vec<Cow<'a, [u8]>>,
+    received_at: Vec<f64>,
+    event_types: Vec<&'a str>,
+    stacks: Vec<&'a str>,
+    names: Vec<&'a str>,
+    payloads: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Rows<'a> {
+    fn push(&mut self, row: Row<'a>) {
+        self.event_ts.push(row.event_ts);
+        self.digests.push(row.digest);
+        self.received_at.push(row.received_at);
+        self.event_types.push(row.event_type);
+        self.stacks.push(row.stack);
+        self.names.push(row.name);
+        self.payloads.push(row.payload);
+    }
+
+    /// Inserts them in one statement; the digest and log position of each inserted
+    /// (those whose dedup key was stored, by an earlier row too, are not).
+    async fn insert(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<HashMap<Vec<u8>, Position>, PgError> {
+        if self.event_ts.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let insert = tx.prepare_cached(INSERT_EVENTS).await?;
+        let rows = tx
+            .query(
+                &insert,
+                &[
+                    &self.event_ts,
+                    &self.digests,
+                    &self.received_at,
+                    &self.event_types,
+                    &self.stacks,
+                    &self.names,
+                    &self.payloads,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let position = Position {
+                    xid: row.get(1),
+                    id: row.get(2),
+                };
+                (row.get(0), position)
+            })
+            .collect())
     }
 }
