@@ -22,10 +22,10 @@ fn event(ts: i64, name: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn new_certificates_beyond_the_limit_are_refused_but_known_ones_update() {
+both_backends!(new_certificates_beyond_the_limit_are_refused_but_known_ones_update);
+async fn new_certificates_beyond_the_limit_are_refused_but_known_ones_update(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_with(dir.path(), |c| {
+    let server = TestServer::start_on_with(backend, dir.path(), |c| {
         c.auth = WebhookAuth::Token(TOKEN.into());
         c.max_certificates = 2;
     })
@@ -70,10 +70,10 @@ async fn new_certificates_beyond_the_limit_are_refused_but_known_ones_update() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn delete_forgets_a_certificate_durably_and_needs_the_token() {
+both_backends!(delete_forgets_a_certificate_durably_and_needs_the_token);
+async fn delete_forgets_a_certificate_durably_and_needs_the_token(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path()).await;
+    let server = TestServer::start_on(backend, dir.path()).await;
     let name = "old cert/ü";
     assert_eq!(server.post_event(&event(1, name)).await.status, 200);
     assert_eq!(server.post_event(&event(1, "kept")).await.status, 200);
@@ -99,10 +99,9 @@ async fn delete_forgets_a_certificate_durably_and_needs_the_token() {
     );
     let series = cert_series("ssl_install_successes_total", "9", name);
     assert_eq!(sample(&server.metrics().await, &series), None);
-    server.stop().await;
 
     // Gone after a restart too, while the other certificate stays.
-    let server = TestServer::start(dir.path()).await;
+    let server = server.restart().await;
     let m = server.metrics().await;
     assert_eq!(sample(&m, &series), None);
     assert_eq!(
