@@ -27,6 +27,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::PgError;
 use crate::config::{PostgresConfig, PostgresTlsMode};
 
 /// How long the pool may take to open a connection (TCP, TLS, authentication), beyond
@@ -79,7 +80,7 @@ const HELD_IDLE: Duration = Duration::from_millis(250);
 /// one, and its prepared statements stay cached. Unused for [`HELD_IDLE`], it goes back
 /// to the pool, whose checkout verifies it: a server that restarted while the replica
 /// was quiet is noticed there, not by a failed statement. A statement that fails on it
-/// while busy is retried by the caller after [`Held::release`].
+/// while busy gives it up ([`Held::with`]), and the caller's retry checks out another.
 pub(crate) struct Held {
     pool: Pool,
     client: Option<(Object, Instant)>,
@@ -91,8 +92,26 @@ impl Held {
         Held { pool, client: None }
     }
 
+    /// Runs `work` on the connection held, or on a fresh checkout within `timeouts`;
+    /// after an error (the checkout's too) the connection is given up, so that the
+    /// caller's retry checks out another.
+    pub(crate) async fn with<T>(
+        &mut self,
+        timeouts: &Timeouts,
+        work: impl AsyncFnOnce(&mut Object) -> Result<T, PgError>,
+    ) -> Result<T, PgError> {
+        let result = match self.get(timeouts).await {
+            Ok(client) => work(client).await,
+            Err(e) => Err(e.into()),
+        };
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+
     /// The connection held, or a fresh checkout within `timeouts`.
-    pub(crate) async fn get(
+    async fn get(
         &mut self,
         timeouts: &Timeouts,
     ) -> Result<&mut Object, deadpool_postgres::PoolError> {
@@ -112,11 +131,6 @@ impl Held {
     /// The pool it checks out of.
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
-    }
-
-    /// Gives the connection up after an error on it: the next use checks out another.
-    pub(crate) fn release(&mut self) {
-        self.client = None;
     }
 }
 

@@ -214,23 +214,16 @@ impl Tail {
 
     /// Reads and applies at most [`BATCH`] events.
     async fn step(&mut self) -> Result<usize, PgError> {
-        let timeouts = self.pool.timeouts();
-        let read = async {
-            let client = self.reader.get(&timeouts).await?;
-            let next = client.prepare_cached(NEXT_EVENTS).await?;
-            Ok::<_, PgError>(
-                client
-                    .query(&next, &[&self.position.xid, &self.position.id, &BATCH])
-                    .await?,
-            )
-        };
-        let rows = match read.await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.reader.release();
-                return Err(e);
-            }
-        };
+        let (timeouts, after) = (self.pool.timeouts(), self.position);
+        let rows = self
+            .reader
+            .with(&timeouts, async |client| {
+                let next = client.prepare_cached(NEXT_EVENTS).await?;
+                Ok(client
+                    .query(&next, &[&after.xid, &after.id, &BATCH])
+                    .await?)
+            })
+            .await?;
         if rows.is_empty() {
             return Ok(0);
         }

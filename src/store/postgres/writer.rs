@@ -173,7 +173,7 @@ impl Batch {
 /// Writes `batch` in one transaction on the connection `held` keeps; the outcome of
 /// each job, and the newest log position written, if any. Getting a connection (opening
 /// one, while the database is away) takes `within` at most, so that no job is answered
-/// long after its window. After an error the connection is given up.
+/// long after its window.
 async fn write(
     held: &mut Held,
     within: Duration,
@@ -189,8 +189,7 @@ async fn write(
     ] {
         *timeout = Some(timeout.map_or(within, |t| t.min(within)));
     }
-    let written = async {
-        let client = held.get(&timeouts).await?;
+    held.with(&timeouts, async |client| {
         let written = write_on(client, state, max_certificates, batch).await?;
         if written.1.is_some() {
             // Outside the transaction: PostgreSQL serialises the commits of transactions
@@ -202,12 +201,8 @@ async fn write(
             }
         }
         Ok(written)
-    }
-    .await;
-    if written.is_err() {
-        held.release();
-    }
-    written
+    })
+    .await
 }
 
 /// Writes `batch` in one transaction on `client`: all its events in one statement, in
